@@ -1,0 +1,358 @@
+"""Command line: flags, sub-commands, wiring and exit codes.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter import __version__, logs
+from exporter.config import (
+    TRANS_NO_RE,
+    ApiConfig,
+    Config,
+    ConfigError,
+    RefreshConfig,
+    Task,
+    load_config,
+    parse_duration,
+)
+
+log = logging.getLogger("exporter")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DEMO_ACCESS_KEY_ID = "demo-access-key"
+DEMO_SECRET = "demo-secret"
+
+
+def _common(parser: argparse.ArgumentParser, *, config_default: str | None = "config.yaml") -> None:
+    parser.add_argument(
+        "--config.file", dest="config_file", default=config_default, help="configuration file"
+    )
+    parser.add_argument(
+        "--log.level", dest="log_level", default="info", choices=logs.LEVELS, help="log level"
+    )
+    parser.add_argument(
+        "--log.format", dest="log_format", default="logfmt", choices=("logfmt", "json")
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command line."""
+    parser = argparse.ArgumentParser(
+        prog="cloudvod-concat-exporter",
+        description="Prometheus exporter for Cloud VoD video splicing tasks (videoConcatQuery).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _common(parser)
+    parser.add_argument(
+        "--web.listen-address", dest="listen_address", default=":9877", help="address to serve on"
+    )
+    parser.add_argument(
+        "--web.telemetry-path", dest="telemetry_path", default="/metrics", help="metrics path"
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        help="exporter-toolkit web configuration (TLS, basic auth)",
+    )
+    parser.add_argument(
+        "--config.watch-interval",
+        dest="watch_interval",
+        default="5s",
+        help="how often task_files are checked for changes (0s: never)",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run against a built-in Cloud VoD simulator with sample tasks (no account needed)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = sub.add_parser("check-config", help="validate the configuration and exit")
+    _common(check)
+
+    query = sub.add_parser("query", help="ask the API about some tasks once and print the answers")
+    _common(query)
+    query.add_argument("--format", choices=("text", "json"), default="text")
+    query.add_argument("trans_nos", nargs="+", metavar="TRANSNO")
+
+    from exporter.simulator import cli as simulator_cli
+
+    simulate = sub.add_parser("simulate", help="run the Cloud VoD API simulator alone")
+    simulate.add_argument(
+        "--log.level", dest="log_level", default="info", choices=logs.LEVELS, help="log level"
+    )
+    simulate.add_argument(
+        "--log.format", dest="log_format", default="logfmt", choices=("logfmt", "json")
+    )
+    simulator_cli.add_arguments(simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_level, args.log_format)
+    try:
+        if args.command == "check-config":
+            return check_config(args)
+        if args.command == "query":
+            return query(args)
+        if args.command == "simulate":
+            from exporter.simulator import cli as simulator_cli
+
+            return simulator_cli.run(args)
+        return serve(args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _print_problems(source: str, problems: Sequence[str]) -> None:
+    print(f"{source}: invalid configuration", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _print_problems(path, exc.problems)
+        return None
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """Validate the configuration; print every problem; never call the API."""
+    config = _load(args.config_file)
+    if config is None:
+        return EXIT_USAGE
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"{args.config_file}: valid; {len(config.tasks)} watched tasks, endpoint "
+        f"{config.api.endpoint}, budget {config.api.rate_limit.requests} requests per "
+        f"{config.api.rate_limit.period:g}s"
+    )
+    return EXIT_OK
+
+
+def query(args: argparse.Namespace) -> int:
+    """Ask the API about the given transNos once; exit 0 if every one got a status answer."""
+    from exporter.collector import task_families
+    from exporter.scheduler import TaskState
+    from exporter.service import make_client
+
+    bad = [t for t in args.trans_nos if not TRANS_NO_RE.fullmatch(t)]
+    if bad:
+        for t in bad:
+            print(f"{t!r}: not a valid transNo (1-32 letters, digits, '_' or '-')", file=sys.stderr)
+        return EXIT_USAGE
+    config = _load(args.config_file)
+    if config is None:
+        return EXIT_USAGE
+    labels = {t.trans_no: t for t in config.tasks}
+    client = make_client(config.api)
+    results: list[dict[str, Any]] = []
+    registry = CollectorRegistry(auto_describe=False)
+    families = []
+    try:
+        for trans_no in args.trans_nos:
+            ex = client.exchange(trans_no)
+            answer = ex.answer
+            state = TaskState(answer=answer, answered_at=time.time(), query_ok=True)
+            if answer is None:
+                state = TaskState(last_error=ex.error.code if ex.error else None)
+            families.append(task_families(labels.get(trans_no, Task(trans_no)), state))
+            results.append(_query_result(trans_no, ex, state))
+    finally:
+        client.close()
+    merged = _merge(families)
+    registry.register(_Families(merged))
+    exposition = generate_latest(registry).decode("utf-8")
+    if args.format == "json":
+        print(json.dumps({"results": results, "exposition": exposition}, indent=2, ensure_ascii=False))
+    else:
+        for result in results:
+            print(_query_text(result))
+        print("exposition:")
+        print(exposition, end="")
+    return EXIT_OK if all(r["answered"] for r in results) else EXIT_FAILURE
+
+
+def _query_result(trans_no: str, ex: Any, state: Any) -> dict[str, Any]:
+    answer = ex.answer
+    out: dict[str, Any] = {
+        "trans_no": trans_no,
+        "answered": answer is not None,
+        "status": state.status,
+        "request_id": ex.request_id,
+        "seconds": round(ex.seconds, 3),
+    }
+    if ex.error is not None:
+        out["error"] = {"code": ex.error.code, "message": str(ex.error)}
+    if answer is not None:
+        out["task_id"] = answer.task_id
+        out["api_code"] = answer.api_code
+        if answer.video is not None:
+            v = answer.video
+            out["video"] = {
+                "video_id": v.video_id,
+                "video_name": v.video_name,
+                "duration_seconds": v.duration,
+                "size_bytes": v.size,
+                "renditions": [
+                    {
+                        "clarity": r.clarity,
+                        "server_type": r.server_type,
+                        "width": r.width,
+                        "height": r.height,
+                        "file_size_bytes": r.file_size,
+                    }
+                    for r in v.renditions
+                ],
+            }
+    return out
+
+
+def _query_text(result: dict[str, Any]) -> str:
+    lines = [f"{result['trans_no']}: {result['status']}"]
+    if "error" in result:
+        lines.append(f"  error {result['error']['code']}: {result['error']['message']}")
+    if result.get("task_id"):
+        lines.append(f"  task ID: {result['task_id']}")
+    video = result.get("video")
+    if video:
+        lines.append(f"  video: {video['video_name']!r} ({video['video_id']})")
+        lines.append(f"  duration: {video['duration_seconds']} s, size: {video['size_bytes']} bytes")
+        for r in video["renditions"]:
+            lines.append(
+                f"  rendition clarity {r['clarity']} server type {r['server_type']}: "
+                f"{r['width']}x{r['height']}, {r['file_size_bytes']} bytes"
+            )
+    lines.append(f"  request ID: {result['request_id'] or '-'} ({result['seconds']} s)")
+    return "\n".join(lines)
+
+
+def _merge(per_task: list[list[Any]]) -> list[Any]:
+    """Merge the per-task families of several tasks into one list of families."""
+    if not per_task:
+        return []
+    merged = per_task[0]
+    for families in per_task[1:]:
+        for target, extra in zip(merged, families, strict=True):
+            target.samples.extend(extra.samples)
+    return merged
+
+
+class _Families:
+    def __init__(self, families: list[Any]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Any]:
+        return self._families
+
+
+def demo_config(endpoint: str, trans_nos: Sequence[str]) -> Config:
+    """The configuration `--demo` runs with: every simulator task, shorter refresh intervals."""
+    tasks = tuple(
+        Task(t, (("campaign", "spring"),) if i % 3 == 0 else ()) for i, t in enumerate(trans_nos)
+    )
+    api = ApiConfig(
+        access_key_id=DEMO_ACCESS_KEY_ID, access_key_secret=DEMO_SECRET, endpoint=endpoint
+    )
+    refresh = RefreshConfig(successful=60.0, failed=120.0, error=15.0, error_max=120.0)
+    return Config(api=api, refresh=refresh, tasks=tasks, source="<demo>")
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve /metrics until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
+    from exporter.httpserver import HTTPServer
+    from exporter.server import make_app
+    from exporter.service import Exporter, TaskFileWatcher
+    from exporter.webconfig import WebConfigError, load_web_config, protect
+
+    try:
+        watch_interval = parse_duration(args.watch_interval)
+        web = load_web_config(args.web_config_file)
+    except ValueError as exc:
+        print(f"--config.watch-interval: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except WebConfigError as exc:
+        _print_problems(args.web_config_file, exc.problems)
+        return EXIT_USAGE
+
+    simulator = None
+    if args.demo:
+        from exporter.simulator import SimulatorServer, demo_tasks
+
+        sim_tasks = demo_tasks(time.time())
+        simulator = SimulatorServer(
+            sim_tasks, credentials={DEMO_ACCESS_KEY_ID: DEMO_SECRET}
+        ).start()
+        config = demo_config(simulator.url, [t.trans_no for t in sim_tasks])
+        exporter = Exporter(config)
+        log.info("demo mode: built-in simulator", extra={"url": simulator.url})
+    else:
+        loaded = _load(args.config_file)
+        if loaded is None:
+            return EXIT_USAGE
+        path = args.config_file
+        exporter = Exporter(loaded, loader=lambda: load_config(path))
+        for warning in loaded.warnings:
+            log.warning(warning)
+
+    try:
+        app = protect(make_app(exporter, args.telemetry_path), web)
+        server = HTTPServer(app, args.listen_address, web).start()
+    except (OSError, ValueError) as exc:
+        log.error("cannot listen", extra={"address": args.listen_address, "err": str(exc)})
+        exporter.close()
+        if simulator is not None:
+            simulator.stop()
+        return EXIT_FAILURE
+
+    watcher = None
+    if not args.demo and watch_interval > 0:
+        watcher = TaskFileWatcher(exporter, watch_interval).start()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            threading.Thread(target=exporter.reload, name="sighup-reload", daemon=True).start()
+        else:
+            stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    log.info(
+        "serving",
+        extra={
+            "version": __version__,
+            "address": args.listen_address,
+            "tasks": len(exporter.config.tasks),
+            "tls": web.tls is not None,
+        },
+    )
+    while not stop.wait(1.0):
+        pass
+    log.info("shutting down")
+    server.shutdown()
+    if watcher is not None:
+        watcher.stop()
+    exporter.close()
+    if simulator is not None:
+        simulator.stop()
+    return EXIT_OK

@@ -1,0 +1,90 @@
+"""Structured logging in logfmt or JSON, with secrets scrubbed from every record."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+import threading
+from typing import Any, TextIO
+
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+LEVELS = ("debug", "info", "warn", "error")
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(secret: str) -> None:
+    """Never let this string reach a log line (the access key secret)."""
+    if secret:
+        with _secrets_lock:
+            _secrets.add(secret)
+
+
+def scrub(text: str) -> str:
+    """Replace every registered secret in `text` with <secret>."""
+    with _secrets_lock:
+        secrets = tuple(_secrets)
+    for secret in secrets:
+        text = text.replace(secret, "<secret>")
+    return text
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ts": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+            timespec="milliseconds"
+        ),
+        "level": record.levelname.lower().replace("warning", "warn"),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    for key, value in vars(record).items():
+        if key not in _STANDARD and not key.startswith("_"):
+            out[key] = value
+    if record.exc_info:
+        out["exc"] = logging.Formatter().formatException(record.exc_info)
+    return out
+
+
+def _logfmt_value(value: Any) -> str:
+    text = str(value)
+    if text and not any(c in text for c in ' ="\\\n\t'):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+class LogfmtFormatter(logging.Formatter):
+    """key=value lines, as Prometheus's own components log."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One logfmt line, secrets scrubbed."""
+        line = " ".join(f"{k}={_logfmt_value(v)}" for k, v in _fields(record).items())
+        return scrub(line)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One JSON line, secrets scrubbed."""
+        return scrub(json.dumps(_fields(record), ensure_ascii=False, default=str))
+
+
+def setup(level: str = "info", fmt: str = "logfmt", stream: TextIO | None = None) -> None:
+    """Configure the root logger once for the whole process."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel({"warn": logging.WARNING}.get(level, level.upper()))
+    # urllib3 logs every retry and pool event at debug; those lines carry no extra value.
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, root.level))

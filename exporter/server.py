@@ -1,0 +1,123 @@
+"""The WSGI application: /metrics, /probe, the landing page and the /-/ endpoints."""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+
+from prometheus_client import make_wsgi_app
+
+from exporter import __version__
+from exporter.service import Exporter
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+TEXT = "text/plain; charset=utf-8"
+
+
+def _respond(start: StartResponse, status: str, body: str, ctype: str = TEXT) -> list[bytes]:
+    data = body.encode("utf-8")
+    start(status, [("Content-Type", ctype), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> WSGIApp:
+    """Build the exporter's WSGI app around a running `Exporter`."""
+    exposition = make_wsgi_app(exporter.registry)
+
+    def metrics(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        try:
+            exporter.refresh(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"))
+        except Exception:  # the cache is still worth serving
+            log.exception("refresh failed; serving cached answers")
+        result: Iterable[bytes] = exposition(environ, start)
+        return result
+
+    def probe(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        values = query.get("trans_no", [])
+        if len(values) != 1:
+            return _respond(start, "400 Bad Request", "exactly one trans_no parameter is required\n")
+        debug = query.get("debug", ["false"])[-1].lower() in {"1", "true", "yes"}
+        try:
+            result = exporter.probe(values[0], debug=debug)
+        except ValueError as exc:
+            return _respond(start, "400 Bad Request", f"{exc}\n")
+        if debug:
+            body = result.debug + "\nmetrics:\n" + result.exposition.decode("utf-8")
+            return _respond(start, "200 OK", body)
+        return _respond(start, "200 OK", result.exposition.decode("utf-8"), _EXPOSITION_TYPE)
+
+    def reload(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") not in {"POST", "PUT"}:
+            return _respond(start, "405 Method Not Allowed", "use POST to reload\n")
+        problems = exporter.reload()
+        if problems:
+            return _respond(start, "500 Internal Server Error", "\n".join(problems) + "\n")
+        return _respond(start, "200 OK", "configuration reloaded\n")
+
+    def landing(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        return _respond(start, "200 OK", _landing_page(exporter, telemetry_path), "text/html")
+
+    routes: dict[str, WSGIApp] = {
+        telemetry_path: metrics,
+        "/probe": probe,
+        "/-/reload": reload,
+        "/-/healthy": lambda e, s: _respond(s, "200 OK", "Healthy\n"),
+        "/-/ready": lambda e, s: (
+            _respond(s, "200 OK", "Ready\n")
+            if exporter.ready
+            else _respond(s, "503 Service Unavailable", "Not ready\n")
+        ),
+        "/": landing,
+    }
+
+    def app(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+        handler = routes.get(environ.get("PATH_INFO") or "/")
+        if handler is None:
+            return _respond(start, "404 Not Found", "not found\n")
+        return handler(environ, start)
+
+    return app
+
+
+_EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _landing_page(exporter: Exporter, telemetry_path: str) -> str:
+    status = exporter.status()
+    reload = exporter.reload_status
+    limit = exporter.config.api.rate_limit
+    used = limit.requests - status.budget_remaining
+    reload_line = "successful" if reload.ok else "FAILED: " + "; ".join(reload.problems)
+    rows = [
+        ("Version", __version__),
+        ("Watched tasks", str(status.watched)),
+        ("Rate budget used", f"{used} of {limit.requests} requests per {limit.period:g}s"),
+        ("Refresh backlog", str(status.backlog)),
+        ("Last reload", reload_line),
+    ]
+    table = "\n".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows
+    )
+    path = html.escape(telemetry_path)
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Cloud VoD splicing exporter</title></head>
+<body>
+<h1>Cloud VoD splicing exporter</h1>
+<table>
+{table}
+</table>
+<ul>
+<li><a href="{path}">Metrics</a></li>
+<li><a href="/probe?trans_no=&amp;debug=true">Probe one task</a> (add a trans_no)</li>
+<li><a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a></li>
+</ul>
+</body></html>
+"""

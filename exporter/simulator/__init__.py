@@ -1,0 +1,21 @@
+"""The Cloud VoD API simulator: task timelines, faults and throttling behind a real HTTP server."""
+
+from exporter.simulator.server import Fault, SimStats, SimulatorServer
+from exporter.simulator.tasks import (
+    Rendition,
+    SimTask,
+    demo_tasks,
+    documented_example,
+    generate_tasks,
+)
+
+__all__ = [
+    "Fault",
+    "Rendition",
+    "SimStats",
+    "SimTask",
+    "SimulatorServer",
+    "demo_tasks",
+    "documented_example",
+    "generate_tasks",
+]
