@@ -159,7 +159,7 @@ def parse_answer(
     """Turn an HTTP 200 body into a TaskAnswer, or raise the ApiError that describes it."""
     try:
         envelope = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiInvalidResponse(f"answer is not JSON: {exc}", request_id=request_id) from None
     if not isinstance(envelope, dict):
         raise ApiInvalidResponse("answer is not a JSON object", request_id=request_id)

@@ -183,7 +183,9 @@ def query(args: argparse.Namespace) -> int:
     registry.register(_Families(merged))
     exposition = generate_latest(registry).decode("utf-8")
     if args.format == "json":
-        print(json.dumps({"results": results, "exposition": exposition}, indent=2, ensure_ascii=False))
+        print(
+            json.dumps({"results": results, "exposition": exposition}, indent=2, ensure_ascii=False)
+        )
     else:
         for result in results:
             print(_query_text(result))
@@ -236,7 +238,9 @@ def _query_text(result: dict[str, Any]) -> str:
     video = result.get("video")
     if video:
         lines.append(f"  video: {video['video_name']!r} ({video['video_id']})")
-        lines.append(f"  duration: {video['duration_seconds']} s, size: {video['size_bytes']} bytes")
+        lines.append(
+            f"  duration: {video['duration_seconds']} s, size: {video['size_bytes']} bytes"
+        )
         for r in video["renditions"]:
             lines.append(
                 f"  rendition clarity {r['clarity']} server type {r['server_type']}: "

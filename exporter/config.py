@@ -121,7 +121,9 @@ class Config:
 
     def task_file_paths(self) -> tuple[Path, ...]:
         """The files the task_files patterns match now, sorted (what the reload watcher watches)."""
-        return tuple(sorted({path for pattern in self.task_files for path in _expand(pattern)}))
+        itself = Path(self.source).absolute() if self.source else None
+        paths = {path for pattern in self.task_files for path in _expand(pattern)}
+        return tuple(sorted(paths - {itself} if itself else paths))
 
 
 class ConfigError(Exception):
@@ -155,7 +157,11 @@ def parse_duration(text: str) -> float:
     match = _DURATION_RE.match(text)
     if not text or match is None:
         raise ValueError(f"invalid duration {_show(text)} ({_DURATION_HINT})")
-    ms = sum(int(n) * unit for n, (_, unit) in zip(match.groups(), _UNIT_MS) if n is not None)
+    ms = sum(
+        int(n) * unit
+        for n, (_, unit) in zip(match.groups(), _UNIT_MS, strict=True)
+        if n is not None
+    )
     if ms > _MAX_DURATION_MS:
         raise ValueError(f"duration {_show(text)} is out of range")
     return ms / 1000
@@ -183,7 +189,7 @@ def format_duration(seconds: float) -> str:
 def parse_timezone(text: str) -> datetime.tzinfo:
     """A fixed offset ("+08:00", "-0530", "Z", "UTC") or an IANA zone name ("Asia/Shanghai")."""
     if text in ("Z", "UTC"):
-        return datetime.timezone.utc
+        return datetime.UTC
     match = _OFFSET_RE.match(text)
     if match:
         sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3))
@@ -203,7 +209,12 @@ def parse_timezone(text: str) -> datetime.tzinfo:
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a configuration file and the task files it names."""
     file = Path(path)
-    data = _read_yaml(file)
+    try:
+        data = _read_yaml(file)
+    except ConfigError as exc:  # a duplicate key is quoted: it could be the secret
+        env = os.environ if environ is None else environ
+        secret = env.get(ENV_ACCESS_KEY_SECRET, "").strip()
+        raise ConfigError(_redact_all(exc.problems, [secret] if secret else [])) from None
     if data is None:
         raise ConfigError([f"{file}: the configuration file is empty"])
     return parse_config(data, base_dir=file.absolute().parent, environ=environ, source=str(file))
@@ -231,10 +242,11 @@ def parse_config(
     api, secrets = _parse_api(report, top.get("api"), base_dir, env)
     refresh = _parse_refresh(report, top.get("refresh"))
     scrape = _parse_scrape(report, top.get("scrape"))
-    max_tasks = _field(report, top, "", "max_tasks", 10_000, _int_between(1))
+    max_tasks = _field(report, top, "max_tasks", 10_000, _int_between(1))
 
     groups = [_parse_tasks(report, top.get("tasks"), source or "configuration")]
-    patterns = _parse_task_files(report, top.get("task_files"), base_dir, groups)
+    itself = Path(source).absolute() if source else None
+    patterns = _parse_task_files(report, top.get("task_files"), base_dir, itself, groups)
     tasks, warnings = _merge(groups)
     if len(tasks) > max_tasks:
         report.add(
@@ -350,17 +362,17 @@ def _field(
     report: _Report,
     section: Mapping[str, object],
     path: str,
-    key: str,
     default: _T,
     convert: Callable[[object], _T],
 ) -> _T:
-    """section[key] converted, or the default when it is absent or invalid (and reported)."""
+    """The entry at path (its last part is the key) converted, or the default if absent/invalid."""
+    key = path.rpartition(".")[2]
     if key not in section:
         return default
     try:
         return convert(section[key])
     except ValueError as exc:
-        report.add(_join(path, key), str(exc))
+        report.add(path, str(exc))
         return default
 
 
@@ -423,7 +435,9 @@ def _timezone(value: object) -> datetime.tzinfo:
     if isinstance(value, _SourceInt):
         text = value.source
     if text is None:
-        raise ValueError(f'must be a string such as "+08:00" or "Asia/Shanghai", got {_show(value)}')
+        raise ValueError(
+            f'must be a string such as "+08:00" or "Asia/Shanghai", got {_show(value)}'
+        )
     return parse_timezone(text)
 
 
@@ -446,16 +460,16 @@ def _parse_api(
     api = ApiConfig(
         access_key_id=key_id,
         access_key_secret=secret,
-        endpoint=_field(report, section, "api", "endpoint", DEFAULT_ENDPOINT, _endpoint),
-        timeout=_field(report, section, "api", "timeout", 10.0, _positive_duration),
-        max_concurrency=_field(report, section, "api", "max_concurrency", 4, _int_between(1, 64)),
+        endpoint=_field(report, section, "api.endpoint", DEFAULT_ENDPOINT, _endpoint),
+        timeout=_field(report, section, "api.timeout", 10.0, _positive_duration),
+        max_concurrency=_field(report, section, "api.max_concurrency", 4, _int_between(1, 64)),
         rate_limit=RateLimit(
-            requests=_field(report, rate, "api.rate_limit", "requests", 300, _int_between(1)),
-            period=_field(report, rate, "api.rate_limit", "period", 300.0, _positive_duration),
+            requests=_field(report, rate, "api.rate_limit.requests", 300, _int_between(1)),
+            period=_field(report, rate, "api.rate_limit.period", 300.0, _positive_duration),
         ),
-        timezone=_field(report, section, "api", "timezone", ApiConfig.timezone, _timezone),
+        timezone=_field(report, section, "api.timezone", ApiConfig.timezone, _timezone),
         max_response_bytes=_field(
-            report, section, "api", "max_response_bytes", 1_048_576, _int_between(1024)
+            report, section, "api.max_response_bytes", 1_048_576, _int_between(1024)
         ),
     )
     return api, secrets
@@ -531,7 +545,9 @@ def _read_secret_file(report: _Report, value: object, base_dir: Path) -> str:
         report.add(where, f"cannot read {path}: {exc.strerror or type(exc).__name__}")
         return ""
     if len(raw) > _MAX_SECRET_FILE_BYTES:
-        report.add(where, f"{path} is larger than {_MAX_SECRET_FILE_BYTES} bytes; is it the secret?")
+        report.add(
+            where, f"{path} is larger than {_MAX_SECRET_FILE_BYTES} bytes; is it the secret?"
+        )
         return ""
     try:
         secret = raw.decode("utf-8-sig").strip()
@@ -548,11 +564,16 @@ def _read_secret_file(report: _Report, value: object, base_dir: Path) -> str:
 
 def _parse_refresh(report: _Report, value: object) -> RefreshConfig:
     """The refresh section."""
-    section = _section(report, value, "refresh", RefreshConfig.__dataclass_fields__) or {}
-    error = _field(report, section, "refresh", "error", 60.0, _positive_duration)
+    section = (
+        _section(
+            report, value, "refresh", ("processing", "successful", "failed", "error", "error_max")
+        )
+        or {}
+    )
+    error = _field(report, section, "refresh.error", 60.0, _positive_duration)
     # Without an explicit cap, raising `error` above the default cap raises the cap too.
     default_max = max(RefreshConfig.error_max, error)
-    error_max = _field(report, section, "refresh", "error_max", default_max, _positive_duration)
+    error_max = _field(report, section, "refresh.error_max", default_max, _positive_duration)
     if error_max < error:
         report.add(
             "refresh.error_max",
@@ -560,9 +581,9 @@ def _parse_refresh(report: _Report, value: object) -> RefreshConfig:
             f"got {format_duration(error_max)}",
         )
     return RefreshConfig(
-        processing=_field(report, section, "refresh", "processing", 0.0, _duration),
-        successful=_field(report, section, "refresh", "successful", 3600.0, _duration),
-        failed=_field(report, section, "refresh", "failed", 21600.0, _duration),
+        processing=_field(report, section, "refresh.processing", 0.0, _duration),
+        successful=_field(report, section, "refresh.successful", 3600.0, _duration),
+        failed=_field(report, section, "refresh.failed", 21600.0, _duration),
         error=error,
         error_max=error_max,
     )
@@ -571,8 +592,8 @@ def _parse_refresh(report: _Report, value: object) -> RefreshConfig:
 def _parse_scrape(report: _Report, value: object) -> ScrapeConfig:
     """The scrape section."""
     section = _section(report, value, "scrape", ("timeout", "timeout_offset")) or {}
-    timeout = _field(report, section, "scrape", "timeout", 10.0, _positive_duration)
-    offset = _field(report, section, "scrape", "timeout_offset", 0.5, _duration)
+    timeout = _field(report, section, "scrape.timeout", 10.0, _positive_duration)
+    offset = _field(report, section, "scrape.timeout_offset", 0.5, _duration)
     if offset >= timeout:
         report.add(
             "scrape.timeout_offset",
@@ -609,7 +630,8 @@ def _parse_tasks(report: _Report, value: object, origin: str) -> list[_Entry]:
             continue
         if task.trans_no in first_at:
             report.add(
-                path, f"duplicate trans_no {_show(task.trans_no)} (first at {first_at[task.trans_no]})"
+                path,
+                f"duplicate trans_no {_show(task.trans_no)} (first at {first_at[task.trans_no]})",
             )
             continue
         first_at[task.trans_no] = path
@@ -620,28 +642,38 @@ def _parse_tasks(report: _Report, value: object, origin: str) -> list[_Entry]:
 def _parse_task(report: _Report, item: object, path: str) -> Task | None:
     """One task: a plain trans_no or a mapping {trans_no, labels}."""
     if not isinstance(item, Mapping):
-        trans_no = _field(report, {"": item}, path, "", None, _trans_no)
-        return Task(trans_no) if trans_no is not None else None
+        try:
+            return Task(_trans_no(item))
+        except ValueError as exc:
+            report.add(path, str(exc))
+            return None
     section = _section(report, item, path, ("trans_no", "labels")) or {}
+    trans_no = None
     if "trans_no" not in section:
         report.add(f"{path}.trans_no", "missing")
-    trans_no = _field(report, section, path, "trans_no", None, _trans_no)
+    else:
+        try:
+            trans_no = _trans_no(section["trans_no"])
+        except ValueError as exc:
+            report.add(f"{path}.trans_no", str(exc))
     labels = _parse_labels(report, section.get("labels"), f"{path}.labels")
     if trans_no is None or labels is None:
         return None
     return Task(trans_no, labels)
 
 
-def _trans_no(value: object) -> str | None:
-    """A trans_no: 1–32 letters, digits, _ or -; ints are taken as written."""
-    if isinstance(value, bool) or value is None or isinstance(value, Mapping | list | tuple):
-        hint = " (quote it: YAML reads yes, no, on, off as true/false)" if value in (1, 0) else ""
-        raise ValueError(f"must be a trans_no or a mapping with trans_no, got {_show(value)}{hint}")
-    text = _scalar_text(value) if isinstance(value, int) else value
-    if not isinstance(text, str) or not TRANS_NO_RE.match(text):
+def _trans_no(value: object) -> str:
+    """A trans_no: 1–32 letters, digits, _ or -; YAML numbers are taken as written."""
+    if isinstance(value, bool):
         raise ValueError(
-            f"invalid trans_no {_show(value)} (use 1 to 32 letters, digits, _ or -; quote it)"
+            f"must be a trans_no string, got {_show(value)} "
+            "(quote it: YAML reads yes, no, on and off as true/false)"
         )
+    text = _scalar_text(value) if isinstance(value, int | float) else value
+    if not isinstance(text, str):
+        raise ValueError(f"must be a trans_no string, got {_show(value)}")
+    if not TRANS_NO_RE.match(text):
+        raise ValueError(f"invalid trans_no {_show(value)} (use 1 to 32 letters, digits, _ or -)")
     return text
 
 
@@ -676,16 +708,21 @@ def _parse_labels(report: _Report, value: object, path: str) -> tuple[tuple[str,
 
 
 def _parse_task_files(
-    report: _Report, value: object, base_dir: Path, groups: list[list[_Entry]]
+    report: _Report, value: object, base_dir: Path, itself: Path | None, groups: list[list[_Entry]]
 ) -> list[str]:
-    """The absolute task_files patterns; appends each matched file's tasks to groups."""
+    """The absolute task_files patterns; appends each matched file's tasks to groups.
+
+    A glob such as `*.yaml` next to the configuration file does not match that file itself.
+    """
     if value is None:
         return []
     if not isinstance(value, list | tuple):
-        report.add("task_files", f"must be a list of file paths or glob patterns, got {_show(value)}")
+        report.add(
+            "task_files", f"must be a list of file paths or glob patterns, got {_show(value)}"
+        )
         return []
     patterns: list[str] = []
-    read: set[Path] = set()
+    read: set[Path] = {itself} if itself else set()
     for index, item in enumerate(value):
         where = f"task_files[{index}]"
         if not isinstance(item, str) or not item:
@@ -695,7 +732,7 @@ def _parse_task_files(
         # The config folder is escaped so a "[" in its name is not taken for a glob.
         pattern = os.path.abspath(os.path.join(glob.escape(str(base_dir.absolute())), text))
         patterns.append(pattern)
-        matches = _expand(pattern)
+        matches = [path for path in _expand(pattern) if path != itself]
         if not matches and not _GLOB_MAGIC_RE.search(text):
             literal = base_dir.absolute() / text
             reason = "is not a file" if literal.exists() else "file not found"
@@ -721,7 +758,7 @@ def _read_task_file(report: _Report, path: Path) -> list[_Entry]:
         return []
     if isinstance(data, Mapping):
         section = _section(here, data, "", ("tasks",)) or {}
-        if "tasks" not in section:
+        if not data:
             here.add("tasks", "missing")
         data = section.get("tasks")
     elif not isinstance(data, list):
@@ -784,15 +821,18 @@ class _Loader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=True)
-            if isinstance(key, Hashable):
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping",
-                        node.start_mark,
-                        f"duplicate key {_show(key)}",
-                        key_node.start_mark,
-                    )
+            try:
+                duplicate = key in seen
                 seen.add(key)
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"duplicate key {_show(key)}",
+                    key_node.start_mark,
+                )
         return super().construct_mapping(node, deep=deep)
 
 
@@ -824,7 +864,7 @@ def _read_yaml(path: Path) -> object:
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or type(exc).__name__}"]) from None
     try:
-        return yaml.load(raw, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass
+        return yaml.load(raw, Loader=_Loader)  # a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         # Only the marks and the problem: str(exc) would quote the line, which may hold a secret.
         mark = exc.problem_mark or exc.context_mark

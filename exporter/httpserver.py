@@ -20,7 +20,7 @@ import sys
 import threading
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 from wsgiref.types import WSGIEnvironment
 
@@ -35,7 +35,7 @@ __all__ = ["HTTPServer", "parse_listen_address"]
 _log = logging.getLogger("exporter.http")
 
 _SOFTWARE = f"cloudvod-concat-exporter/{__version__}"
-_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")  # fmt: skip
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _MAX_REQUEST_LINE = 65536
 _POLL_INTERVAL = 0.25  # how quickly shutdown() stops the accept loop
 
@@ -63,11 +63,17 @@ def parse_listen_address(addr: str) -> tuple[str, int]:
             raise ValueError(
                 f"invalid listen address {addr!r}: IPv6 addresses need brackets, e.g. [::1]:9877"
             )
-        if host and not _HOSTNAME.fullmatch(host):
+        if host and not _valid_host(host):
             raise ValueError(f"invalid listen address {addr!r}: bad host name {host!r}")
     if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
         raise ValueError(f"invalid listen address {addr!r}: port must be a number 0-65535")
     return host, int(port_text)
+
+
+def _valid_host(host: str) -> bool:
+    """An IPv4 address or a DNS name (letters, digits, '-', dots; at most 253 characters)."""
+    labels = host.removesuffix(".").split(".")
+    return len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
 class HTTPServer:
@@ -110,9 +116,10 @@ class HTTPServer:
             )
             self._thread.start()
         _log.info(
-            "listening on %s (%s)",
+            "listening on %s, bound port %d (%s)",
             self._listen_address,
-            "TLS" if self._server.ssl_context else "plain HTTP",
+            self.port,
+            "TLS" if self._web.tls else "plain HTTP",
         )
         return self
 
@@ -247,7 +254,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         assert isinstance(request, socket.socket)
         request.settimeout(self.connection_timeout)
         if self.ssl_context is None:
-            self.RequestHandlerClass(request, client_address, self)
+            _Handler(request, client_address, self)
             return
         try:
             conn = self.ssl_context.wrap_socket(request, server_side=True)
@@ -262,7 +269,7 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
                     _peer(client_address),
                 )
                 return
-            self.RequestHandlerClass(conn, client_address, self)
+            _Handler(conn, client_address, self)
         finally:
             self.shutdown_request(conn)
 
@@ -294,7 +301,11 @@ class _Handler(WSGIRequestHandler):
         if not self.parse_request():
             return
         handler = _ServerHandler(
-            self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=True
+            cast("IO[bytes]", self.rfile),
+            cast("IO[bytes]", self.wfile),
+            self.get_stderr(),
+            self.get_environ(),
+            multithread=True,
         )
         handler.request_handler = self
         app = self.server.get_app()
@@ -310,13 +321,14 @@ class _Handler(WSGIRequestHandler):
     def get_stderr(self) -> _LogStream:
         return _LogStream()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base class name
+    def log_message(self, format: str, *args: Any) -> None:
         _log.debug("%s %s", self.address_string(), format % args)
 
 
 class _ServerHandler(ServerHandler):
     server_software = _SOFTWARE
     request_handler: _Handler
+    environ: WSGIEnvironment
 
     def log_exception(self, exc_info: OptExcInfo) -> None:
         if isinstance(exc_info[1], OSError):

@@ -168,7 +168,14 @@ RESERVED_LABELS: frozenset[str] = frozenset(
 
 STATUS_NAMES: dict[int, str] = {1: "processing", 2: "successful", 3: "failed"}
 STATUS_VALUES: tuple[str, ...] = ("processing", "successful", "failed", "unknown")
-CLARITY_NAMES: dict[int, str] = {1: "original", 2: "ld", 3: "sd", 4: "hd", 5: "uhd", -99: "recording"}
+CLARITY_NAMES: dict[int, str] = {
+    1: "original",
+    2: "ld",
+    3: "sd",
+    4: "hd",
+    5: "uhd",
+    -99: "recording",
+}
 
 
 def clarity_name(clarity: int) -> str:

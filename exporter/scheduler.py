@@ -4,7 +4,7 @@ A scrape calls `Scheduler.refresh(deadline)`. The scheduler picks the tasks whos
 than `refresh.<status>` (never-answered first, then the most overdue), sends as many as the rate
 budget allows over a small thread pool, and returns at the deadline whether or not the round has
 finished; unfinished requests complete in the background. Scrapes that arrive while a round is
-running join it instead of starting another, so the API is never asked twice for one task in a round.
+running join it instead of starting another: the API is never asked twice for a task in a round.
 """
 
 from __future__ import annotations
@@ -130,9 +130,7 @@ class Scheduler:
         with self._lock:
             self._states = {t: self._states.get(t, TaskState()) for t in wanted}
 
-    def configure(
-        self, client: TaskQuerier, limiter: RateLimiter, refresh: RefreshConfig
-    ) -> None:
+    def configure(self, client: TaskQuerier, limiter: RateLimiter, refresh: RefreshConfig) -> None:
         """Switch to a new client, budget or refresh policy (after a configuration reload)."""
         with self._lock:
             self.client, self.limiter, self.refresh_config = client, limiter, refresh
@@ -254,7 +252,9 @@ class Scheduler:
             self.limiter.succeeded()
         return self._record(trans_no, answer, error)
 
-    def _record(self, trans_no: str, answer: TaskAnswer | None, error: ApiError | None) -> TaskState:
+    def _record(
+        self, trans_no: str, answer: TaskAnswer | None, error: ApiError | None
+    ) -> TaskState:
         now = self._clock()
         with self._lock:
             watched = trans_no in self._states

@@ -43,7 +43,9 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> WSGIApp:
         query = parse_qs(environ.get("QUERY_STRING", ""))
         values = query.get("trans_no", [])
         if len(values) != 1:
-            return _respond(start, "400 Bad Request", "exactly one trans_no parameter is required\n")
+            return _respond(
+                start, "400 Bad Request", "exactly one trans_no parameter is required\n"
+            )
         debug = query.get("debug", ["false"])[-1].lower() in {"1", "true", "yes"}
         try:
             result = exporter.probe(values[0], debug=debug)

@@ -119,7 +119,9 @@ class Exporter:
             try:
                 seconds = float(scrape_timeout)
             except ValueError:
-                log.debug("ignoring malformed scrape timeout header", extra={"value": scrape_timeout})
+                log.debug(
+                    "ignoring malformed scrape timeout header", extra={"value": scrape_timeout}
+                )
         budget = max(MIN_DEADLINE, seconds - scrape.timeout_offset)
         return self._clock() + budget
 
@@ -189,7 +191,7 @@ class Exporter:
                 " serving the last known state"
             )
         for ex in exchanges:
-            lines += _exchange_lines(ex, self.config.api.access_key_id)
+            lines += _exchange_lines(ex)
         lines += [
             f"status: {state.status}",
             f"query_success: {int(state.query_ok)}",
@@ -262,12 +264,11 @@ def _client_changed(old: ApiConfig, new: ApiConfig) -> bool:
 _SIGNATURE = re.compile(r"Signature=[0-9a-f]+")
 
 
-def _exchange_lines(ex: Exchange, access_key_id: str) -> list[str]:
+def _exchange_lines(ex: Exchange) -> list[str]:
     lines = ["", "request:"]
     for name, value in ex.request_headers.items():
-        if name == "Authorization":
-            value = _SIGNATURE.sub("Signature=<redacted>", value)
-        lines.append(f"  {name}: {value}")
+        shown = _SIGNATURE.sub("Signature=<redacted>", value) if name == "Authorization" else value
+        lines.append(f"  {name}: {shown}")
     lines.append(f"  body: {ex.request_body.decode('utf-8', 'replace')}")
     lines.append(f"response (after {ex.seconds:.3f}s):")
     lines.append(f"  HTTP status: {ex.status if ex.status is not None else '-'}")

@@ -40,7 +40,9 @@ def signature(secret: str, timestamp: str, canonical: str) -> str:
 
 def authorization(access_key_id: str, sig: str) -> str:
     """The value of the Authorization header."""
-    return f"{ALGORITHM} Credential={access_key_id}, SignedHeaders={SIGNED_HEADERS}, Signature={sig}"
+    return (
+        f"{ALGORITHM} Credential={access_key_id}, SignedHeaders={SIGNED_HEADERS}, Signature={sig}"
+    )
 
 
 def signed_headers(

@@ -243,9 +243,7 @@ def _parse_tls(raw: object, base: Path, problems: list[str]) -> TLSConfig | None
             if auth == "RequireAnyClientCert"
             else ""
         )
-        problems.append(
-            f"{section}.client_ca_file: required when client_auth_type is {auth}{why}"
-        )
+        problems.append(f"{section}.client_ca_file: required when client_auth_type is {auth}{why}")
     elif auth == "NoClientCert" and "client_ca_file" in raw:
         problems.append(
             f"{section}.client_ca_file: set, but client_auth_type is NoClientCert, so client "
@@ -364,19 +362,18 @@ def _parse_http(raw: object, problems: list[str]) -> Mapping[str, str]:
         path = f"{section}.headers.{name}"
         if not isinstance(name, str) or name.lower() not in canonical:
             problems.append(
-                f"{path}: this header cannot be configured "
-                f"(allowed: {', '.join(_ALLOWED_HEADERS)})"
+                f"{path}: this header cannot be configured (allowed: {', '.join(_ALLOWED_HEADERS)})"
             )
             continue
         if not isinstance(value, str) or not value or any(c in value for c in "\r\n\0"):
             problems.append(f"{path}: must be a non-empty single-line string")
             continue
-        name = canonical[name.lower()]
-        allowed = _ALLOWED_HEADERS[name]
+        canonical_name = canonical[name.lower()]
+        allowed = _ALLOWED_HEADERS[canonical_name]
         if allowed is not None and value.lower() not in allowed:
             problems.append(f"{path}: must be one of {', '.join(allowed)}, not {value!r}")
             continue
-        headers[name] = value
+        headers[canonical_name] = value
     return MappingProxyType(headers)
 
 

@@ -558,6 +558,26 @@ def test_latency_is_per_request_thread(clock: Clock) -> None:
     assert 0.2 <= elapsed < 1.2
 
 
+def test_keepalive_requests_are_not_stalled(server: SimulatorServer) -> None:
+    # Headers and body leave in separate writes; without TCP_NODELAY each answer waits ~40 ms.
+    payload = json.dumps({"transNo": EXAMPLE}).encode()
+    headers = signed_headers(
+        access_key_id=KEY_ID,
+        secret=SECRET,
+        timestamp=int(time.time()),
+        method="POST",
+        path=PATH,
+        host=host_of(server),
+        content_type=JSON_CT,
+        body=payload,
+    )
+    with requests.Session() as session:
+        start = time.monotonic()
+        for _ in range(50):
+            assert session.post(server.url + PATH, data=payload, headers=headers, timeout=5).ok
+        assert time.monotonic() - start < 1.0
+
+
 def test_concurrent_requests_are_all_counted(server: SimulatorServer) -> None:
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda i: query(server, "never" if i % 2 else EXAMPLE), range(64)))

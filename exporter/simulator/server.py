@@ -174,6 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "CloudVodSimulator/1.0"
     timeout = 120.0
+    disable_nagle_algorithm = True  # headers and body go out separately; avoid 40 ms ACK stalls
     server: _HTTPServer
 
     def setup(self) -> None:

@@ -1,0 +1,156 @@
+"""The console script end to end: simulator process, exporter process, real scrapes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+from pathlib import Path
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.processes import Process, exporter_command, free_port, http_ok, wait_until
+
+ENV = {"CLOUDVOD_ACCESS_KEY_ID": "e2e-key", "CLOUDVOD_ACCESS_KEY_SECRET": "e2e-secret-Xy7"}
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(parsed: dict, name: str, **labels: str) -> float | None:  # type: ignore[type-arg]
+    return parsed.get((name, frozenset(labels.items())))
+
+
+def start_simulator(tmp_path: Path, *extra: str) -> tuple[Process, str]:
+    port = free_port()
+    sim = Process(
+        exporter_command("simulate", f"--listen=127.0.0.1:{port}", *extra),
+        tmp_path / "sim.log",
+        ENV,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_ok(url + "/_sim/stats"), what="simulator")
+    return sim, url
+
+
+def write_config(tmp_path: Path, endpoint: str, trans_nos: list[str]) -> Path:
+    tasks = "\n".join(f"  - {t}" for t in trans_nos)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            api:
+              endpoint: {endpoint}
+              timeout: 2s
+            tasks:
+            """
+        )
+        + tasks
+        + "\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_exporter_reports_the_simulators_truth(tmp_path: Path) -> None:
+    sim, sim_url = start_simulator(tmp_path, "--tasks=30", "--seed=3")
+    with sim:
+        truth = requests.get(sim_url + "/_sim/tasks", timeout=5).json()
+        truth_tasks = truth["tasks"] if isinstance(truth, dict) else truth
+        trans_nos = [t["transNo"] for t in truth_tasks]
+        config = write_config(tmp_path, sim_url, trans_nos)
+        port = free_port()
+        with Process(
+            exporter_command(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"),
+            tmp_path / "exporter.log",
+            ENV,
+        ) as exporter:
+            base = f"http://127.0.0.1:{port}"
+            wait_until(lambda: http_ok(base + "/-/ready"), what="exporter ready")
+            stats_before = requests.get(sim_url + "/_sim/stats", timeout=5).json()
+            assert stats_before["requests"] == 0, "nothing may call the API before the first scrape"
+            text = requests.get(base + "/metrics", timeout=15).text
+            parsed = samples(text)
+            status_names = {1: "processing", 2: "successful", 3: "failed"}
+            for task in truth_tasks:
+                t = task["transNo"]
+                expected = status_names[int(task["data"]["status"])]
+                assert (
+                    value(parsed, "cloudvod_concat_task_status", trans_no=t, status=expected) == 1
+                )
+                assert value(parsed, "cloudvod_concat_task_query_success", trans_no=t) == 1
+                info = task["data"].get("videoInfo")
+                if info:
+                    assert value(parsed, "cloudvod_concat_video_size_bytes", trans_no=t) == float(
+                        info["videoSize"]
+                    )
+                    assert value(
+                        parsed, "cloudvod_concat_video_duration_seconds", trans_no=t
+                    ) == float(info["videoDuration"])
+            assert value(parsed, "cloudvod_concat_watched_tasks") == 30
+            assert value(parsed, "cloudvod_concat_api_requests_total") == 30
+            # a second scrape asks again about processing tasks only
+            requests.get(base + "/metrics", timeout=15)
+            stats = requests.get(sim_url + "/_sim/stats", timeout=5).json()
+            processing = sum(1 for t in truth_tasks if int(t["data"]["status"]) == 1)
+            assert stats["requests"] <= 30 + processing
+            assert stats["throttled"] == 0
+            assert requests.get(base + "/-/healthy", timeout=5).status_code == 200
+            landing = requests.get(base + "/", timeout=5).text
+            assert "Watched tasks" in landing and "30" in landing
+            exporter.proc.send_signal(signal.SIGTERM)
+            assert exporter.proc.wait(10) == 0
+            assert "Traceback" not in exporter.output()
+
+
+def test_demo_serves_every_required_metric(tmp_path: Path) -> None:
+    from exporter import metrics
+
+    port = free_port()
+    with Process(
+        exporter_command("--demo", f"--web.listen-address=127.0.0.1:{port}"),
+        tmp_path / "demo.log",
+    ) as demo:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_ok(base + "/-/healthy"), what="demo")
+        text = requests.get(base + "/metrics", timeout=15).text
+        names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+        for definition in metrics.ALL:
+            if definition.type == "histogram":
+                assert definition.name + "_count" in names
+            else:
+                assert definition.name in names, definition.name
+        assert "Traceback" not in demo.output()
+
+
+def test_sighup_and_reload_endpoint(tmp_path: Path) -> None:
+    sim, sim_url = start_simulator(tmp_path, "--tasks=5")
+    with sim:
+        config = write_config(tmp_path, sim_url, ["sim000000", "sim000001"])
+        port = free_port()
+        with Process(
+            exporter_command(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"),
+            tmp_path / "exporter.log",
+            ENV,
+        ) as exporter:
+            base = f"http://127.0.0.1:{port}"
+            wait_until(lambda: http_ok(base + "/-/ready"), what="exporter")
+            config.write_text(config.read_text() + "  - sim000002\n")
+            os.kill(exporter.proc.pid, signal.SIGHUP)
+            wait_until(
+                lambda: "cloudvod_concat_watched_tasks 3.0" in requests.get(base + "/metrics").text,
+                what="SIGHUP reload",
+            )
+            config.write_text("api: {endpoint: 42}\n")
+            answer = requests.post(base + "/-/reload", timeout=5)
+            assert answer.status_code == 500
+            assert "api.endpoint" in answer.text
+            text = requests.get(base + "/metrics", timeout=15).text
+            assert "cloudvod_concat_watched_tasks 3.0" in text
+            assert "cloudvod_concat_config_last_reload_successful 0.0" in text
