@@ -286,7 +286,7 @@ def serve(args: argparse.Namespace) -> int:
     from exporter.httpserver import HTTPServer
     from exporter.server import make_app
     from exporter.service import Exporter, TaskFileWatcher
-    from exporter.webconfig import WebConfigError, load_web_config, protect
+    from exporter.webconfig import WebConfigError, load_web_config
 
     try:
         watch_interval = parse_duration(args.watch_interval)
@@ -319,8 +319,8 @@ def serve(args: argparse.Namespace) -> int:
             log.warning(warning)
 
     try:
-        app = protect(make_app(exporter, args.telemetry_path), web)
-        server = HTTPServer(app, args.listen_address, web).start()
+        server = HTTPServer(make_app(exporter, args.telemetry_path), args.listen_address, web)
+        server.start()
     except (OSError, ValueError) as exc:
         log.error("cannot listen", extra={"address": args.listen_address, "err": str(exc)})
         exporter.close()

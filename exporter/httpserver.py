@@ -115,7 +115,7 @@ class HTTPServer:
                 target=self._run, name=f"http-server {self._listen_address}", daemon=True
             )
             self._thread.start()
-        _log.info(
+        _log.debug(
             "listening on %s, bound port %d (%s)",
             self._listen_address,
             self.port,

@@ -155,7 +155,8 @@ class TLSConfig:
         ctx.load_cert_chain(self.cert_file, self.key_file, password=_no_passphrase)
         mode = CLIENT_AUTH_TYPES[self.client_auth_type]
         if mode != ssl.CERT_NONE:
-            assert self.client_ca_file is not None  # guaranteed by load_web_config
+            if self.client_ca_file is None:
+                raise ValueError(f"client_auth_type {self.client_auth_type} needs client_ca_file")
             ctx.load_verify_locations(cafile=self.client_ca_file)
             ctx.verify_mode = mode
         return ctx

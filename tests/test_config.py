@@ -863,7 +863,7 @@ LEAKY_CONFIGS = [
     f"api: {{access_key_secret: {SECRET}}}\ntasks: [{SECRET}]\nmax_tasks: 0\n",
     f"api: {{access_key_secret: {SECRET}}}\ntasks: ['{SECRET}!']\n",
     f"api: {{access_key_secret: {SECRET}}}\ntasks: [{{trans_no: a, labels: {{'{SECRET}': 1}}}}]\n",
-    f"api: {{access_key_secret: {SECRET}}}\ntasks: [{{trans_no: a, labels: {{'a': [{SECRET}]}}}}]\n",
+    f"api: {{access_key_secret: {SECRET}}}\ntasks: [{{trans_no: a, labels: {{a: [{SECRET}]}}}}]\n",
     f"api: {{access_key_secret: {SECRET}, {SECRET}: 1}}\n",
     f"api: {{access_key_secret: {SECRET}, endpoint: 'https://ak:{SECRET}@h'}}\n",
     f"api: {{access_key_secret: {SECRET}, endpoint: 'https://h/{SECRET}?x'}}\n",

@@ -186,6 +186,19 @@ def test_client_certificate_required_and_verified(pki: PKI) -> None:
         assert get(cert=pki.client).status_code == 200
 
 
+def test_client_certificate_verified_if_given(pki: PKI) -> None:
+    web = web_config(pki, "  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.crt\n")
+    with serving(web) as server:
+
+        def get(**kwargs: Any) -> requests.Response:
+            return requests.get(server.url, verify=pki.ca_file, timeout=5, **kwargs)
+
+        assert get().status_code == 200
+        assert get(cert=pki.client).status_code == 200
+        with pytest.raises(requests.exceptions.ConnectionError):
+            get(cert=pki.stranger)
+
+
 def test_client_allowed_sans(pki: PKI) -> None:
     web = web_config(
         pki,
