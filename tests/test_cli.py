@@ -141,6 +141,7 @@ def test_serve_with_invalid_config_exits_2_without_traceback(tmp_path: Path) -> 
         capture_output=True,
         text=True,
         timeout=30,
+        check=False,
         cwd=REPO,
     )
     assert run.returncode == 2
