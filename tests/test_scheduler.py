@@ -239,3 +239,20 @@ def test_1560_is_processing_and_keeps_task_id() -> None:
     assert state.answer is not None
     assert state.answer.task_id == "id-a"
     assert state.answer.api_code == 1560
+
+
+def test_rounds_cut_by_deadlines_leak_no_threads() -> None:
+    tasks = {f"t{i}": 1 for i in range(30)}
+    scheduler, querier, clock = make(tasks, concurrency=3)
+    before = threading.active_count()
+    querier.gate = threading.Event()
+    for _ in range(20):  # every scrape gives up at its deadline while requests hang
+        scheduler.refresh(clock() + 0.01)
+    assert threading.active_count() <= before + 3
+    querier.gate.set()
+    for _ in range(200):
+        if scheduler.refresh(clock() + 0.05).backlog == 0:
+            break
+    assert threading.active_count() <= before + 3
+    assert sorted(set(querier.calls)) == sorted(tasks)
+    scheduler.close()
