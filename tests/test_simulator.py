@@ -315,7 +315,8 @@ def test_wrong_secret(server: SimulatorServer) -> None:
 
 def test_bad_signature_and_malformed_headers(server: SimulatorServer) -> None:
     def flip(headers: dict[str, str]) -> None:
-        headers["Authorization"] = headers["Authorization"][:-1] + "0"
+        last = headers["Authorization"][-1]
+        headers["Authorization"] = headers["Authorization"][:-1] + ("1" if last == "0" else "0")
 
     def drop(headers: dict[str, str]) -> None:
         del headers["Authorization"]
