@@ -23,14 +23,16 @@ _secrets_lock = threading.Lock()
 def register_secret(secret: str) -> None:
     """Never let this string reach a log line (the access key secret)."""
     if secret:
+        # Also as repr() and JSON spell it inside a message or a traceback.
+        forms = (secret, repr(secret)[1:-1], json.dumps(secret)[1:-1])
         with _secrets_lock:
-            _secrets.add(secret)
+            _secrets.update(form for form in forms if form)
 
 
 def scrub(text: str) -> str:
     """Replace every registered secret in `text` with <secret>."""
     with _secrets_lock:
-        secrets = tuple(_secrets)
+        secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:
         text = text.replace(secret, "<secret>")
     return text
@@ -43,13 +45,14 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
         ),
         "level": record.levelname.lower().replace("warning", "warn"),
         "logger": record.name,
-        "msg": record.getMessage(),
+        "msg": scrub(record.getMessage()),
     }
     for key, value in vars(record).items():
         if key not in _STANDARD and not key.startswith("_"):
-            out[key] = value
+            # Scrubbed before encoding: escaping would hide a secret holding `"` or `\`.
+            out[key] = scrub(value) if isinstance(value, str) else value
     if record.exc_info:
-        out["exc"] = logging.Formatter().formatException(record.exc_info)
+        out["exc"] = scrub(logging.Formatter().formatException(record.exc_info))
     return out
 
 

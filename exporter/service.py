@@ -210,16 +210,19 @@ class Exporter:
             try:
                 new = self._loader()
             except ConfigError as exc:
+                # A file that cannot be parsed can quote the secret in force (as a duplicate
+                # key, say) before config.py knows it is one: scrub the known secrets here.
+                problems = [logs.scrub(problem) for problem in exc.problems]
                 self.reload_status = ReloadStatus(
                     ok=False,
                     success_timestamp=self.reload_status.success_timestamp,
-                    problems=list(exc.problems),
+                    problems=problems,
                 )
                 log.error(
                     "configuration reload failed; keeping the previous configuration",
-                    extra={"problems": "; ".join(exc.problems)},
+                    extra={"problems": "; ".join(problems)},
                 )
-                return list(exc.problems)
+                return list(problems)
             self.apply(new)
             return []
 

@@ -1,0 +1,254 @@
+"""Hot reload through the WSGI app and the task-file watcher (SIGHUP is covered in test_e2e).
+
+A reload validates the new configuration first and swaps it in whole; on any problem the last
+good configuration stays in force, `/-/reload` answers 500 naming the problems, and
+`cloudvod_concat_config_last_reload_successful` is 0 until a reload succeeds again.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+import wsgiref.util
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import load_config
+from exporter.server import make_app
+from exporter.service import Exporter, TaskFileWatcher
+from exporter.simulator import Rendition, SimTask, SimulatorServer
+from tests.conftest import ACCESS_KEY_ID, SECRET, require_tool
+
+Start = Callable[..., SimulatorServer]
+App = Callable[[dict[str, Any], Callable[..., Any]], Any]
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+RELOAD_OK = "cloudvod_concat_config_last_reload_successful"
+RELOAD_TS = "cloudvod_concat_config_last_reload_success_timestamp_seconds"
+WATCHED = "cloudvod_concat_watched_tasks"
+STATUS = "cloudvod_concat_task_status"
+LAST_SUCCESS = "cloudvod_concat_task_last_success_timestamp_seconds"
+
+
+def sim_task(trans_no: str, outcome: Any = "successful") -> SimTask:
+    return SimTask(
+        trans_no=trans_no,
+        task_id=f"task-{trans_no}",
+        created_at=1_700_000_000.0,
+        processing_seconds=60.0,
+        outcome=outcome,
+        video_id=f"vid-{trans_no}",
+        video_name=f"Video {trans_no}",
+        video_duration=60,
+        renditions=[Rendition(1, -1, 1280, 720, 1000)],
+    )
+
+
+def call(app: App, method: str, path: str, query: str = "") -> tuple[int, str]:
+    """One request through the WSGI app: (status code, body)."""
+    environ: dict[str, Any] = {}
+    wsgiref.util.setup_testing_defaults(environ)
+    environ.update(REQUEST_METHOD=method, PATH_INFO=path, QUERY_STRING=query)
+    seen: list[str] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        seen.append(status)
+
+    body = b"".join(app(environ, start_response))
+    return int(seen[0].split()[0]), body.decode("utf-8")
+
+
+def parse(text: str) -> Series:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(series: Series, name: str, **labels: str) -> float | None:
+    return series.get((name, frozenset(labels.items())))
+
+
+def trans_nos(series: Series) -> set[str]:
+    """Every trans_no that has a series."""
+    return {dict(k[1])["trans_no"] for k in series if "trans_no" in dict(k[1])}
+
+
+def scrape(app: App) -> Series:
+    status, text = call(app, "GET", "/metrics")
+    assert status == 200
+    done = subprocess.run(
+        [require_tool("promtool"), "check", "metrics"],
+        input=text.encode(),
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+    return parse(text)
+
+
+def write(path: Path, text: str) -> None:
+    """Write a file and make sure its modification time moves (a watcher compares it)."""
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    if path.stat().st_mtime_ns <= before:
+        os.utime(path, ns=(before + 1_000_000, before + 1_000_000))
+
+
+def config_text(endpoint: str, tasks: str, extra: str = "") -> str:
+    return (
+        "api:\n"
+        f"  endpoint: {endpoint}\n"
+        f"  access_key_id: {ACCESS_KEY_ID}\n"
+        f"  access_key_secret: {SECRET}\n"
+        "  timeout: 1s\n"
+        f"{extra}"
+        f"tasks:\n{textwrap.dedent(tasks)}"
+    )
+
+
+@pytest.fixture
+def setup(
+    start_simulator: Start, tmp_path: Path
+) -> Iterator[tuple[SimulatorServer, Path, Exporter]]:
+    sim = start_simulator([sim_task(f"ok-{i}") for i in range(1, 6)])
+    path = tmp_path / "config.yaml"
+    write(path, config_text(sim.url, "- ok-1\n- trans_no: ok-2\n  labels: {team: a}\n"))
+    exporter = Exporter(load_config(path), loader=lambda: load_config(path))
+    yield sim, path, exporter
+    exporter.close()
+
+
+def test_post_reload_success_failure_and_recovery(
+    setup: tuple[SimulatorServer, Path, Exporter],
+) -> None:
+    sim, path, exporter = setup
+    app = make_app(exporter)
+    first = scrape(app)
+    assert value(first, WATCHED) == 2
+    assert value(first, RELOAD_OK) == 1
+
+    write(path, config_text(sim.url, "- ok-1\n- ok-2\n- ok-3\n"))
+    assert call(app, "POST", "/-/reload") == (200, "configuration reloaded\n")
+    loaded = scrape(app)
+    assert value(loaded, WATCHED) == 3
+    assert value(loaded, RELOAD_OK) == 1
+    good_since = value(loaded, RELOAD_TS)
+    assert good_since is not None
+
+    write(
+        path,
+        config_text(sim.url, "- ok-1\n- bad/trans_no\n", extra="  max_concurrency: 0\n"),
+    )
+    status, body = call(app, "POST", "/-/reload")
+    assert status == 500
+    problems = body.splitlines()
+    assert any(p.startswith("api.max_concurrency: ") for p in problems), body
+    assert any(p.startswith("tasks[1]: ") and "bad/trans_no" in p for p in problems), body
+    broken = scrape(app)
+    assert value(broken, RELOAD_OK) == 0
+    assert value(broken, RELOAD_TS) == good_since
+    assert value(broken, WATCHED) == 3  # the old configuration stays in force
+    assert trans_nos(broken) == {"ok-1", "ok-2", "ok-3"}
+    assert exporter.config.api.max_concurrency == 4
+    status, landing = call(app, "GET", "/")
+    assert status == 200 and "FAILED" in landing and "api.max_concurrency" in landing
+    assert call(app, "GET", "/-/ready")[0] == 200  # the old configuration still serves
+
+    write(path, config_text(sim.url, "- ok-1\n- ok-4\n"))
+    assert call(app, "POST", "/-/reload")[0] == 200
+    fixed = scrape(app)
+    assert value(fixed, RELOAD_OK) == 1
+    assert trans_nos(fixed) == {"ok-1", "ok-4"}
+
+
+def test_reload_endpoint_refuses_get(setup: tuple[SimulatorServer, Path, Exporter]) -> None:
+    sim, path, exporter = setup
+    app = make_app(exporter)
+    write(path, config_text(sim.url, "- ok-5\n"))
+    for method in ("GET", "HEAD", "DELETE"):
+        assert call(app, method, "/-/reload")[0] == 405
+    assert [t.trans_no for t in exporter.config.tasks] == ["ok-1", "ok-2"]  # nothing reloaded
+
+
+def test_cached_answers_survive_a_reload_and_removed_tasks_disappear(
+    setup: tuple[SimulatorServer, Path, Exporter],
+) -> None:
+    sim, path, exporter = setup
+    app = make_app(exporter)
+    before = scrape(app)
+    assert sim.stats().per_trans_no == {"ok-1": 1, "ok-2": 1}
+    answered = value(before, LAST_SUCCESS, trans_no="ok-1")
+
+    # ok-1 stays (new labels), ok-2 goes, ok-3 comes; the API settings change too (new client).
+    write(
+        path,
+        config_text(
+            sim.url,
+            "- trans_no: ok-1\n  labels: {team: b}\n- ok-3\n",
+            extra="  max_concurrency: 2\n",
+        ),
+    )
+    assert call(app, "POST", "/-/reload")[0] == 200
+    after = scrape(app)
+
+    assert sim.stats().per_trans_no == {"ok-1": 1, "ok-2": 1, "ok-3": 1}  # ok-1 not asked again
+    assert trans_nos(after) == {"ok-1", "ok-3"}
+    assert value(after, STATUS, trans_no="ok-1", team="b", status="successful") == 1
+    assert value(after, LAST_SUCCESS, trans_no="ok-1", team="b") == answered
+    assert not [k for k in after if ("team", "a") in k[1]]  # the old label is gone
+    assert value(after, STATUS, trans_no="ok-3", status="successful") == 1
+
+
+def test_task_files_are_picked_up(start_simulator: Start, tmp_path: Path) -> None:
+    sim = start_simulator([sim_task(f"ok-{i}") for i in range(1, 6)])
+    folder = tmp_path / "tasks.d"
+    folder.mkdir()
+    path = tmp_path / "config.yaml"
+    write(path, config_text(sim.url, "- ok-1\n", extra="") + "task_files:\n  - tasks.d/*.yaml\n")
+    exporter = Exporter(load_config(path), loader=lambda: load_config(path))
+    try:
+        app = make_app(exporter)
+        watcher = TaskFileWatcher(exporter)
+        assert not watcher.check()
+        assert trans_nos(scrape(app)) == {"ok-1"}
+
+        added = folder / "team-a.yaml"
+        write(added, "- ok-2\n- trans_no: ok-3\n  labels: {team: a}\n")
+        assert watcher.check()
+        assert trans_nos(scrape(app)) == {"ok-1", "ok-2", "ok-3"}
+        assert not watcher.check()  # nothing changed since
+
+        write(added, "tasks:\n  - ok-2\n  - trans_no: ok-3\n    labels: {team: b}\n  - ok-4\n")
+        assert watcher.check()
+        changed = scrape(app)
+        assert trans_nos(changed) == {"ok-1", "ok-2", "ok-3", "ok-4"}
+        assert value(changed, STATUS, trans_no="ok-3", team="b", status="successful") == 1
+        requests_so_far = sim.stats().requests
+
+        write(added, "- ok-2\n- ok 5 with spaces\n")
+        assert watcher.check()
+        broken = scrape(app)
+        assert value(broken, RELOAD_OK) == 0
+        assert trans_nos(broken) == {"ok-1", "ok-2", "ok-3", "ok-4"}
+        assert any(str(added) in p and "tasks[1]" in p for p in exporter.reload_status.problems)
+
+        write(added, "- ok-2\n- ok-5\n")
+        assert watcher.check()
+        fixed = scrape(app)
+        assert value(fixed, RELOAD_OK) == 1
+        assert trans_nos(fixed) == {"ok-1", "ok-2", "ok-5"}
+        # ok-1 and ok-2 stayed watched all along: only the new ok-5 was asked about.
+        assert sim.stats().requests == requests_so_far + 1
+
+        added.unlink()
+        assert watcher.check()
+        assert trans_nos(scrape(app)) == {"ok-1"}
+    finally:
+        exporter.close()
