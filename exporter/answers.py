@@ -70,7 +70,10 @@ def number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:  # a JSON integer of hundreds of digits
+            return None
     elif isinstance(value, str) and _NUMERIC.fullmatch(value.strip()):
         result = float(value.strip())
     else:

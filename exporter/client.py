@@ -15,6 +15,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -149,13 +150,18 @@ class CloudVodClient:
                 ex.response_headers = dict(response.headers)
                 ex.request_id = response.headers.get("X-WS-RequestId")
                 ex.response_body = self._read_bounded(response, started, ex.request_id)
-        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
+        except (
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+            urllib3.exceptions.ProtocolError,  # from the body read: cut short or reset
+            urllib3.exceptions.DecodeError,
+        ):
             raise ApiInvalidResponse(
                 "answer truncated or undecodable", request_id=ex.request_id
             ) from None
-        except requests.Timeout as exc:
+        except (requests.Timeout, urllib3.exceptions.TimeoutError) as exc:
             raise ApiTimeout(f"no answer within {self._timeout:g}s: {exc}") from None
-        except requests.ConnectionError as exc:
+        except (requests.ConnectionError, urllib3.exceptions.HTTPError) as exc:
             raise ApiConnectionError(f"connection failed: {_reason(exc)}") from None
         except requests.RequestException as exc:
             raise ApiConnectionError(f"request failed: {_reason(exc)}") from None
@@ -178,9 +184,13 @@ class CloudVodClient:
                 f"answer of {declared} bytes exceeds the {self._max_bytes}-byte limit",
                 request_id=rid,
             )
+        # read1 returns whatever has arrived (one receive at most), so a server that trickles the
+        # body a byte at a time cannot stretch the read past the timeout: read(n), which
+        # iter_content uses, waits until n bytes are in and only times out on silence.
+        read = getattr(response.raw, "read1", None) or response.raw.read
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(_CHUNK):
+        while chunk := read(_CHUNK, decode_content=True):
             size += len(chunk)
             if size > self._max_bytes:
                 raise ApiInvalidResponse(

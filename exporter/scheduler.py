@@ -246,7 +246,12 @@ class Scheduler:
                 code = str(STILL_PROCESSING)
             self._observer.observe(seconds, code)
         if isinstance(error, ApiThrottled):
-            pause = self.limiter.throttled(error.retry_after)
+            # A Retry-After beyond one whole window (or "inf") would silence every task for
+            # good; after a period without sends the window is empty anyway.
+            retry_after = error.retry_after
+            if retry_after is not None:
+                retry_after = min(retry_after, self.limiter.period)
+            pause = self.limiter.throttled(retry_after)
             log.warning("API throttled the account; pausing requests", extra={"seconds": pause})
         elif error is None:
             self.limiter.succeeded()

@@ -6,6 +6,7 @@ Everything the web layer serves goes through `Exporter`; the CLI builds one and 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -32,6 +33,7 @@ from exporter.scheduler import RoundReport, Scheduler, TaskState
 log = logging.getLogger(__name__)
 
 MIN_DEADLINE = 0.05
+MAX_DEADLINE = 3600.0  # no scrape waits longer; a huge header value would overflow the wait
 
 
 def make_client(api: ApiConfig) -> CloudVodClient:
@@ -119,10 +121,13 @@ class Exporter:
             try:
                 seconds = float(scrape_timeout)
             except ValueError:
+                seconds = math.nan
+            if not math.isfinite(seconds):  # "inf" would overflow the wait, "nan" cut it to 0
                 log.debug(
                     "ignoring malformed scrape timeout header", extra={"value": scrape_timeout}
                 )
-        budget = max(MIN_DEADLINE, seconds - scrape.timeout_offset)
+                seconds = scrape.timeout
+        budget = min(MAX_DEADLINE, max(MIN_DEADLINE, seconds - scrape.timeout_offset))
         return self._clock() + budget
 
     def refresh(self, scrape_timeout: str | None = None) -> RoundReport:
@@ -244,8 +249,10 @@ class Exporter:
                 self.client = client
         else:
             self.scheduler.configure(self.client, self.scheduler.limiter, new.refresh)
-        self.scheduler.set_tasks(t.trans_no for t in new.tasks)
+        # The task list first, then the states: a scrape in between shows new tasks as unknown
+        # (they are) and never shows a removed or kept task without its answer.
         self.config = new
+        self.scheduler.set_tasks(t.trans_no for t in new.tasks)
         self.reload_status = ReloadStatus(ok=True, success_timestamp=self._wall())
         for warning in new.warnings:
             log.warning(warning)

@@ -6,12 +6,20 @@ refresh interval has passed. The second scrape must be HTTP 200 with an expositi
 accepts, the healthy tasks' series must equal those of the same two rounds without any fault, the
 faulty task's failure must be counted under the right `code`, and a failed query must keep the
 task's last answer (status, video, timestamp) with query_success 0.
+
+Beside the matrix: a hang past the scrape deadline, a refused connection, throttling and a hostile
+Retry-After, hostile scrape timeout headers, and a property test of the parser on numbers of any
+magnitude.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
+import json
+import logging
+import math
 import socket
 import subprocess
 import time
@@ -21,15 +29,21 @@ from typing import Any
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.answers import parse_answer
 from exporter.config import Config, RefreshConfig
+from exporter.errors import ApiError, ApiThrottled
 from exporter.httpserver import HTTPServer
+from exporter.ratelimit import RateLimiter
+from exporter.scheduler import Scheduler
 from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import Fault, Rendition, SimTask, SimulatorServer, documented_example
 from tests.conftest import ACCESS_KEY_ID, SECRET, make_config, require_tool
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, FakeQuerier
 
 Start = Callable[..., SimulatorServer]
 Key = tuple[str, frozenset[tuple[str, str]]]
@@ -282,6 +296,13 @@ def _odd_names(first: Series, second: Series) -> None:
     assert info[0]["player_name"] == "player\nwith newline"
 
 
+def _huge_number(first: Series, second: Series) -> None:
+    mine = of_task(second, FAULTY)
+    assert value(mine, QUERY_SUCCESS, trans_no=FAULTY) == 1
+    assert value(mine, "cloudvod_concat_video_size_bytes", trans_no=FAULTY) is None  # dropped
+    assert value(mine, "cloudvod_concat_video_duration_seconds", trans_no=FAULTY) == 7202
+
+
 _TASK_ID = documented_example(FIXED).task_id
 _HTML = b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>"
 
@@ -332,6 +353,7 @@ CASES = [
     ),
     Case("no-video-info", Fault(kind="data", data={"videoInfo": None}), None, _no_video_info),
     Case("no-renditions", _video_patch(videoResolutions=None), None, _no_renditions),
+    Case("huge-number", _video_patch(videoSize=10**400), None, _huge_number),
     Case("unknown-status", Fault(kind="data", data={"status": 7}), "invalid_response"),
     Case("status-garbage", Fault(kind="data", data={"status": "two"}), "invalid_response"),
     Case(
@@ -366,7 +388,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_fault_beside_five_healthy_tasks(
-    case: Case, start_simulator: Start, reference: Series
+    case: Case, start_simulator: Start, reference: Series, caplog: pytest.LogCaptureFixture
 ) -> None:
     sim = start_sim(start_simulator)
     with rig(sim, **dict(case.api)) as r:
@@ -383,6 +405,8 @@ def test_fault_beside_five_healthy_tasks(
         assert sim.stats().per_trans_no.get(FAULTY) == 1  # asked once, never retried
         case.check(first, second)
         assert r.get("/-/healthy").status_code == 200
+        # A hostile answer is an expected failure, never a crash with a traceback.
+        assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
 
 
 @pytest.mark.parametrize("status", [503, None], ids=["http-503", "throttle-answer"])
@@ -476,3 +500,74 @@ def test_never_answered_task_failing_is_unknown(start_simulator: Start) -> None:
         assert errors(series) == {"http_500": 1.0}
         for t in HEALTHY:
             assert value(series, QUERY_SUCCESS, trans_no=t) == 1
+
+
+@pytest.mark.parametrize("header", ["inf", "1e300", "nan", "-1", "0", "abc", ""])
+def test_hostile_scrape_timeout_header(
+    start_simulator: Start, header: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prometheus sends a positive number of seconds; anyone else may send anything.
+    sim = start_sim(start_simulator)
+    with rig(sim) as r:
+        text, elapsed = r.scrape(scrape_timeout=header)
+        assert elapsed < 3.0
+        promtool_ok(text)
+        series = parse(text)
+        assert value(series, "cloudvod_concat_watched_tasks") == 6
+        if header in ("inf", "1e300", "nan", "abc", ""):  # the default deadline applies
+            for t in (FAULTY, *HEALTHY):
+                assert value(series, QUERY_SUCCESS, trans_no=t) == 1, t
+        assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("retry_after", [math.inf, 1e12, math.nan, 30.0])
+def test_a_hostile_retry_after_pauses_at_most_one_period(retry_after: float) -> None:
+    # Retry-After: inf (or a year) must not silence the exporter until it is restarted.
+    clock = FakeClock(CLOCK_START)
+    querier = FakeQuerier({"t": 2}, clock=clock)
+    querier.errors["t"] = lambda: ApiThrottled("HTTP 429", retry_after=retry_after)
+    limiter = RateLimiter(300, 300.0, clock=clock)
+    scheduler = Scheduler(querier, limiter, RefreshConfig(), clock=clock, wall_clock=clock)
+    scheduler.set_tasks(["t"])
+    try:
+        scheduler.refresh(clock() + 5)
+        paused = limiter.paused_for()
+        assert 0 < paused <= 300.0
+        if retry_after == 30.0:
+            assert paused == 30.0  # a sensible Retry-After is honoured
+        del querier.errors["t"]
+        clock.advance(paused + 1)
+        scheduler.refresh(clock() + 5)
+        assert querier.calls == ["t", "t"]
+        assert scheduler.state_of("t").query_ok
+    finally:
+        scheduler.close()
+
+
+_ANY_NUMBER = (
+    st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats()
+    | st.text(alphabet="0123456789.eE+-inftyNa ", max_size=12)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(status=_ANY_NUMBER, number=_ANY_NUMBER)
+def test_the_parser_survives_numbers_of_any_magnitude(status: Any, number: Any) -> None:
+    info = {
+        "videoSize": number,
+        "videoDuration": number,
+        "uploadTime": number,
+        "videoState": number,
+        "videoResolutions": [{"clarity": number, "width": number, "fileSize": number}],
+    }
+    body = json.dumps({"code": 200, "data": {"status": status, "videoInfo": info}})
+    try:
+        answer = parse_answer(body.encode(), "t", datetime.UTC)
+    except ApiError:
+        return  # an unusable status is an invalid answer, never a crash
+    assert answer.status in (1, 2, 3)
+    if answer.video is not None:
+        values = [answer.video.size, answer.video.duration, answer.video.upload_time]
+        values += [r.file_size for r in answer.video.renditions]
+        assert all(v is None or math.isfinite(v) for v in values)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import load_config
@@ -252,3 +253,35 @@ def test_task_files_are_picked_up(start_simulator: Start, tmp_path: Path) -> Non
         assert trans_nos(scrape(app)) == {"ok-1"}
     finally:
         exporter.close()
+
+
+def test_a_scrape_during_a_reload_sees_the_old_or_the_new_configuration(
+    setup: tuple[SimulatorServer, Path, Exporter],
+) -> None:
+    sim, path, exporter = setup
+    app = make_app(exporter)
+    scrape(app)  # ok-1 and ok-2 answered
+    scheduler = exporter.scheduler
+    set_tasks = scheduler.set_tasks
+    during: list[Series] = []
+
+    def set_tasks_with_scrapes(trans_nos: Any) -> None:
+        # Render the exposition at both sides of the swap of the watched set.
+        during.append(parse(generate_latest(exporter.registry).decode()))
+        set_tasks(trans_nos)
+        during.append(parse(generate_latest(exporter.registry).decode()))
+
+    scheduler.set_tasks = set_tasks_with_scrapes  # type: ignore[method-assign]
+    write(path, config_text(sim.url, "- ok-1\n- ok-3\n"))  # ok-2 goes, ok-3 comes
+    assert call(app, "POST", "/-/reload")[0] == 200
+
+    assert len(during) == 2
+    for series in during:
+        # Tasks that were answered never flash "unknown"; only the never-asked ok-3 may be.
+        unknown = {
+            dict(k[1])["trans_no"]
+            for k, v in series.items()
+            if k[0] == STATUS and ("status", "unknown") in k[1] and v == 1
+        }
+        assert unknown <= {"ok-3"}
+        assert value(series, STATUS, trans_no="ok-1", status="successful") == 1

@@ -15,7 +15,7 @@ import requests
 
 from exporter.client import CloudVodClient
 from exporter.config import ConfigError, load_config, parse_config
-from exporter.errors import ApiInvalidResponse
+from exporter.errors import ApiInvalidResponse, ApiTimeout
 from exporter.httpserver import HTTPServer
 from exporter.scheduler import RoundReport
 from exporter.server import make_app
@@ -86,10 +86,15 @@ def test_the_limit_is_exact(start_simulator: Start, size: int) -> None:
 
 
 class EndlessAnswer:
-    """A raw HTTP server that answers 200 with a body that never ends and no Content-Length."""
+    """A raw HTTP server whose 200 answer never ends: a flood, or a drip of one byte at a time.
 
-    def __init__(self, *, chunked: bool) -> None:
-        self._chunked = chunked
+    `framing` is how the body is delimited: by closing the connection, by a Content-Length, or
+    in chunks.
+    """
+
+    def __init__(self, framing: str, *, drip: float = 0.0) -> None:
+        self._framing = framing
+        self._drip = drip
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self.sent = 0
@@ -103,25 +108,32 @@ class EndlessAnswer:
             request = b""
             while b"\r\n\r\n" not in request:
                 request += conn.recv(65536)
-            framing = b"Transfer-Encoding: chunked" if self._chunked else b"Connection: close"
+            framing = {
+                "close": b"Connection: close",
+                "length": b"Content-Length: 100000",  # within the limit
+                "chunked": b"Transfer-Encoding: chunked",
+            }[self._framing]
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + framing)
             conn.sendall(b"\r\n\r\n")
-            piece = b'{"code":200,"data":{' + b" " * 65_516
-            if self._chunked:
+            piece = b" " if self._drip else b'{"code":200,"data":{' + b" " * 65_516
+            if self._framing == "chunked":
                 piece = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+            give_up = time.monotonic() + 20
             with contextlib.suppress(OSError):
-                while self.sent < 500 * MIB:
+                while self.sent < 400 * MIB and time.monotonic() < give_up:
                     conn.sendall(piece)
                     self.sent += len(piece)
+                    if self._drip:
+                        time.sleep(self._drip)
         self.stopped.set()
 
     def close(self) -> None:
         self._listener.close()
 
 
-@pytest.mark.parametrize("chunked", [False, True], ids=["close-delimited", "chunked"])
-def test_an_endless_answer_without_length_is_cut_at_the_limit(chunked: bool) -> None:
-    server = EndlessAnswer(chunked=chunked)
+@pytest.mark.parametrize("framing", ["close", "chunked"])
+def test_an_endless_answer_without_length_is_cut_at_the_limit(framing: str) -> None:
+    server = EndlessAnswer(framing)
     client = CloudVodClient(server.url, ACCESS_KEY_ID, SECRET, timeout=5.0, max_response_bytes=MIB)
     try:
         started = time.monotonic()
@@ -129,9 +141,26 @@ def test_an_endless_answer_without_length_is_cut_at_the_limit(chunked: bool) -> 
         assert time.monotonic() - started < 2.0
         assert isinstance(exchange.error, ApiInvalidResponse), exchange.error
         assert "limit" in str(exchange.error)
-        # The client hung up: the server stopped sending long before its 500 MiB.
+        # The client hung up: the server stopped sending long before its 400 MiB.
         assert server.stopped.wait(5.0)
         assert server.sent < 64 * MIB
+    finally:
+        client.close()
+        server.close()
+
+
+@pytest.mark.parametrize("framing", ["close", "length", "chunked"])
+def test_a_trickled_answer_times_out_at_the_timeout(framing: str) -> None:
+    # A byte every 0.1s never lets a single receive time out; the whole read must still stop.
+    server = EndlessAnswer(framing, drip=0.1)
+    client = CloudVodClient(server.url, ACCESS_KEY_ID, SECRET, timeout=0.5)
+    try:
+        started = time.monotonic()
+        exchange = client.exchange("t")
+        elapsed = time.monotonic() - started
+        assert isinstance(exchange.error, ApiTimeout), exchange.error
+        assert elapsed < 1.5
+        assert server.stopped.wait(5.0)
     finally:
         client.close()
         server.close()
