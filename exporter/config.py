@@ -211,10 +211,10 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     file = Path(path)
     try:
         data = _read_yaml(file)
-    except ConfigError as exc:  # a duplicate key is quoted: it could be the secret
+    except ConfigError as exc:  # a YAML error may quote the secret, unparsed so far
         env = os.environ if environ is None else environ
-        secret = env.get(ENV_ACCESS_KEY_SECRET, "").strip()
-        raise ConfigError(_redact_all(exc.problems, [secret] if secret else [])) from None
+        secrets = [env.get(ENV_ACCESS_KEY_SECRET, "").strip(), *_inline_secrets(file)]
+        raise ConfigError(_redact_all(exc.problems, [s for s in secrets if s])) from None
     if data is None:
         raise ConfigError([f"{file}: the configuration file is empty"])
     return parse_config(data, base_dir=file.absolute().parent, environ=environ, source=str(file))
@@ -834,6 +834,18 @@ class _Loader(yaml.SafeLoader):
                     key_node.start_mark,
                 )
         return super().construct_mapping(node, deep=deep)
+
+
+_INLINE_SECRET_RE = re.compile(r"""access_key_secret\s*:\s*["']?([^"'\s#,}]+)""")
+
+
+def _inline_secrets(file: Path) -> list[str]:
+    """Best-effort: inline secrets of a file that does not parse, so errors can hide them."""
+    try:
+        text = file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return _INLINE_SECRET_RE.findall(text)
 
 
 def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
