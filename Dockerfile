@@ -27,7 +27,6 @@ LABEL org.opencontainers.image.title="cloudvod-concat-exporter" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
-      org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11-slim"
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

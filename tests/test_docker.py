@@ -117,7 +117,7 @@ def test_final_stage_runs_unprivileged_with_healthcheck() -> None:
     assert by_keyword["ENTRYPOINT"] == ['["cloudvod-concat-exporter"]']
     assert by_keyword["CMD"] == ['["--config.file=/etc/cloudvod/config.yaml"]']
     labels = " ".join(by_keyword["LABEL"])
-    for key in ("title", "description", "version", "licenses", "revision", "created"):
+    for key in ("title", "description", "version", "revision", "created"):
         assert f"org.opencontainers.image.{key}=" in labels
 
 
