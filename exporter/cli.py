@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import __version__, logs
+from exporter.client import Exchange
 from exporter.config import (
     TRANS_NO_RE,
     ApiConfig,
@@ -28,6 +29,7 @@ from exporter.config import (
     load_config,
     parse_duration,
 )
+from exporter.scheduler import TaskState
 
 log = logging.getLogger("exporter")
 
@@ -151,8 +153,7 @@ def check_config(args: argparse.Namespace) -> int:
 
 def query(args: argparse.Namespace) -> int:
     """Ask the API about the given transNos once; exit 0 if every one got a status answer."""
-    from exporter.collector import task_families
-    from exporter.scheduler import TaskState
+    from exporter.collector import TaskCollector
     from exporter.service import make_client
 
     bad = [t for t in args.trans_nos if not TRANS_NO_RE.fullmatch(t)]
@@ -163,24 +164,24 @@ def query(args: argparse.Namespace) -> int:
     config = _load(args.config_file)
     if config is None:
         return EXIT_USAGE
-    labels = {t.trans_no: t for t in config.tasks}
+    watched = {t.trans_no: t for t in config.tasks}
     client = make_client(config.api)
     results: list[dict[str, Any]] = []
-    registry = CollectorRegistry(auto_describe=False)
-    families = []
+    tasks = [watched.get(t, Task(t)) for t in dict.fromkeys(args.trans_nos)]
+    states: dict[str, TaskState] = {}
     try:
-        for trans_no in args.trans_nos:
-            ex = client.exchange(trans_no)
-            answer = ex.answer
-            state = TaskState(answer=answer, answered_at=time.time(), query_ok=True)
-            if answer is None:
+        for task in tasks:
+            ex = client.exchange(task.trans_no)
+            if ex.answer is not None:
+                state = TaskState(answer=ex.answer, answered_at=time.time(), query_ok=True)
+            else:
                 state = TaskState(last_error=ex.error.code if ex.error else None)
-            families.append(task_families(labels.get(trans_no, Task(trans_no)), state))
-            results.append(_query_result(trans_no, ex, state))
+            states[task.trans_no] = state
+            results.append(_query_result(task.trans_no, ex, state))
     finally:
         client.close()
-    merged = _merge(families)
-    registry.register(_Families(merged))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(TaskCollector(lambda: tasks, lambda: states))
     exposition = generate_latest(registry).decode("utf-8")
     if args.format == "json":
         print(
@@ -194,7 +195,7 @@ def query(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r["answered"] for r in results) else EXIT_FAILURE
 
 
-def _query_result(trans_no: str, ex: Any, state: Any) -> dict[str, Any]:
+def _query_result(trans_no: str, ex: Exchange, state: TaskState) -> dict[str, Any]:
     answer = ex.answer
     out: dict[str, Any] = {
         "trans_no": trans_no,
@@ -248,25 +249,6 @@ def _query_text(result: dict[str, Any]) -> str:
             )
     lines.append(f"  request ID: {result['request_id'] or '-'} ({result['seconds']} s)")
     return "\n".join(lines)
-
-
-def _merge(per_task: list[list[Any]]) -> list[Any]:
-    """Merge the per-task families of several tasks into one list of families."""
-    if not per_task:
-        return []
-    merged = per_task[0]
-    for families in per_task[1:]:
-        for target, extra in zip(merged, families, strict=True):
-            target.samples.extend(extra.samples)
-    return merged
-
-
-class _Families:
-    def __init__(self, families: list[Any]) -> None:
-        self._families = families
-
-    def collect(self) -> list[Any]:
-        return self._families
 
 
 def demo_config(endpoint: str, trans_nos: Sequence[str]) -> Config:

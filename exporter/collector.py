@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from prometheus_client import generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
@@ -132,13 +133,17 @@ class TaskCollector(Collector):
             self._cache = fresh
         return families
 
-    def render(self, *, openmetrics_format: bool = False) -> list[bytes]:
+    def render(self, *, openmetrics_format: bool = False) -> list[bytes] | None:
         """The per-task families as exposition text, in chunks to join.
 
         Byte for byte what `generate_latest` (or the OpenMetrics encoder, without its `# EOF`)
-        writes for the families of `collect()`.
+        writes for the families of `collect()`. None when a task has a user label name that the
+        exposition would rewrite (only possible for tasks built in code, not from a
+        configuration file): prometheus_client must render those.
         """
         tasks = self._tasks()
+        if not all(_PLAIN_LABEL.fullmatch(name) for task in tasks for name, _ in task.labels):
+            return None
         states = self._states()
         rendered: list[Lines] = []
         fresh: dict[str, tuple[TaskState, Task, Lines]] = {}
@@ -154,11 +159,10 @@ class TaskCollector(Collector):
                 fresh[task.trans_no] = (state, task, lines)
                 rendered.append(lines)
             self._text = fresh
-        columns = list(zip(*rendered, strict=True)) or [()] * len(m.PER_TASK)
         out: list[bytes] = []
-        for header, column in zip(_headers(openmetrics_format), columns, strict=True):
+        for i, header in enumerate(_headers(openmetrics_format)):
             out.append(header)
-            out.append(b"".join(column))
+            out.extend([lines[i] for lines in rendered])
         return out
 
 
@@ -170,10 +174,38 @@ def render_exposition(
     The text format (0.0.4) of `generate_latest`, or OpenMetrics 1.0.0 when asked; the per-task
     part comes from the text `tasks` keeps per task, the rest is rendered by prometheus_client.
     """
+    encode = _openmetrics_latest if openmetrics_format else generate_latest
     chunks = tasks.render(openmetrics_format=openmetrics_format)
-    rest = _Collectors(others)
-    chunks.append(_openmetrics_latest(rest) if openmetrics_format else generate_latest(rest))
+    if chunks is None:
+        return encode(_Collectors([tasks, *others]))
+    chunks.append(encode(_Collectors(others)))
     return b"".join(chunks)
+
+
+def exposition(
+    accept_header: str | None, tasks: TaskCollector, others: Sequence[Collector] = ()
+) -> tuple[bytes, str]:
+    """The body (before compression) and Content-Type that prometheus_client's `make_wsgi_app`
+    serves for this Accept header, from a registry holding `tasks` and then `others`.
+
+    The formats whose output the per-task text cache reproduces byte for byte (text 0.0.4 and
+    OpenMetrics, with the default name escaping or none) come from it; anything else from
+    prometheus_client. Filtering with `name[]` is not handled here.
+    """
+    encoder, content_type = choose_encoder(accept_header or "")
+    function = getattr(encoder, "func", encoder)
+    escaping = getattr(encoder, "keywords", {}).get("escaping", openmetrics.UNDERSCORES)
+    if escaping in {openmetrics.UNDERSCORES, openmetrics.ALLOWUTF8} and function in {
+        generate_latest,
+        openmetrics.generate_latest,
+    }:
+        openmetrics_format = function is openmetrics.generate_latest
+        chunks = tasks.render(openmetrics_format=openmetrics_format)
+        if chunks is not None:
+            encode = _openmetrics_latest if openmetrics_format else generate_latest
+            chunks.append(encode(_Collectors(others)))
+            return b"".join(chunks), content_type
+    return bytes(encoder(_Collectors([tasks, *others]))), content_type
 
 
 def task_families(task: Task, state: TaskState) -> list[Metric]:
@@ -203,23 +235,14 @@ def _task_samples(task: Task, state: TaskState) -> list[Samples]:
 
 def _task_lines(task: Task, state: TaskState) -> Lines:
     """Exposition lines of one task, one UTF-8 chunk per entry of metrics.PER_TASK."""
-    # The exporter's own label names are all plain; only user labels need checking.
-    if all(_PLAIN_LABEL.fullmatch(name) for name, _ in task.labels):
-        per_family = _task_points(task, state)
-        return tuple(
-            "".join(_line(d.name, labels, value) for labels, value in points).encode("utf-8")
-            for d, points in zip(m.PER_TASK, per_family, strict=True)
-        )
-    # A label name the exposition would rewrite (only possible for tasks built in code):
-    # let prometheus_client render it, then drop the headers.
-    out = []
-    for header, family in zip(_headers(False), task_families(task, state), strict=True):
-        out.append(generate_latest(_Families([family]))[len(header) :])
-    return tuple(out)
+    return tuple(
+        "".join(_line(d.name, labels, value) for labels, value in points).encode("utf-8")
+        for d, points in zip(m.PER_TASK, _task_points(task, state), strict=True)
+    )
 
 
 def _line(name: str, labels: Mapping[str, str], value: float) -> str:
-    """One sample as the text format writes it (label names checked by the caller)."""
+    """One sample as both formats write it (label names are plain: checked by render())."""
     if not labels:
         return f"{name} {_go_float(value)}\n"
     pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
