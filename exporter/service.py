@@ -26,6 +26,7 @@ from exporter.collector import (
     TaskCollector,
     task_families,
 )
+from exporter.collector import exposition as collector_exposition
 from exporter.config import TRANS_NO_RE, ApiConfig, Config, ConfigError, Task
 from exporter.ratelimit import RateLimiter
 from exporter.scheduler import RoundReport, Scheduler, TaskState
@@ -107,9 +108,11 @@ class Exporter:
         self.reload_status = ReloadStatus(ok=True, success_timestamp=wall_clock())
         self.ready = True  # an Exporter only exists with a valid configuration
         self.last_collect_seconds = 0.0
+        self.task_collector = TaskCollector(lambda: self.config.tasks, self.scheduler.states)
+        self.exporter_collector = ExporterCollector(self.status, self.api_stats)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(TaskCollector(lambda: self.config.tasks, self.scheduler.states))
-        self.registry.register(ExporterCollector(self.status, self.api_stats))
+        self.registry.register(self.task_collector)
+        self.registry.register(self.exporter_collector)
 
     # -- scrapes ---------------------------------------------------------------------------
 
@@ -135,6 +138,10 @@ class Exporter:
         report = self.scheduler.refresh(self.deadline_for(scrape_timeout))
         self.last_collect_seconds = report.seconds
         return report
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The registry's exposition for this Accept header, from text cached per task."""
+        return collector_exposition(accept, self.task_collector, [self.exporter_collector])
 
     def status(self) -> ExporterStatus:
         """The exporter's own gauges."""

@@ -100,3 +100,23 @@ def test_scenario_matches_golden_exposition(start_simulator, make_exporter) -> N
     if os.environ.get("UPDATE_GOLDEN") == "1":
         GOLDEN.write_text(text, encoding="utf-8")
     assert text == GOLDEN.read_text(encoding="utf-8")
+
+
+def test_cached_renderer_matches_prometheus_client(start_simulator, make_exporter) -> None:  # type: ignore[no-untyped-def]
+    """/metrics serves text cached per task: it must equal what prometheus_client renders."""
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+
+    tasks = scenario_tasks()
+    sim = start_simulator(tasks, clock=lambda: NOW)
+    config = make_config(
+        sim.url, [t.trans_no for t in tasks], labels={"gold-success": {"team": "a"}}
+    )
+    exporter = make_exporter(config, clock=FakeClock(), wall_clock=lambda: NOW)
+    for _ in range(2):  # the second time from the cache
+        exporter.refresh()
+        body, ctype = exporter.exposition(None)
+        assert ctype.startswith("text/plain; version=0.0.4")
+        assert body == generate_latest(exporter.registry)
+        body, ctype = exporter.exposition("application/openmetrics-text; version=1.0.0")
+        assert ctype.startswith("application/openmetrics-text")
+        assert body == openmetrics_latest(exporter.registry)
