@@ -10,21 +10,10 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import parse_exposition, value
 from tests.processes import Process, exporter_command, free_port, http_ok, wait_until
 
 ENV = {"CLOUDVOD_ACCESS_KEY_ID": "e2e-key", "CLOUDVOD_ACCESS_KEY_SECRET": "e2e-secret-Xy7"}
-
-
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def value(parsed: dict, name: str, **labels: str) -> float | None:  # type: ignore[type-arg]
-    return parsed.get((name, frozenset(labels.items())))
 
 
 def start_simulator(tmp_path: Path, *extra: str) -> tuple[Process, str]:
@@ -76,7 +65,7 @@ def test_exporter_reports_the_simulators_truth(tmp_path: Path) -> None:
             stats_before = requests.get(sim_url + "/_sim/stats", timeout=5).json()
             assert stats_before["requests"] == 0, "nothing may call the API before the first scrape"
             text = requests.get(base + "/metrics", timeout=15).text
-            parsed = samples(text)
+            parsed = parse_exposition(text)
             status_names = {1: "processing", 2: "successful", 3: "failed"}
             for task in truth_tasks:
                 t = task["transNo"]

@@ -31,7 +31,6 @@ import pytest
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.answers import parse_answer
 from exporter.config import Config, RefreshConfig
@@ -44,10 +43,9 @@ from exporter.service import Exporter
 from exporter.simulator import Fault, Rendition, SimTask, SimulatorServer, documented_example
 from tests.conftest import ACCESS_KEY_ID, SECRET, make_config, require_tool
 from tests.fakes import FakeClock, FakeQuerier
+from tests.helpers import Series, parse_exposition, sim_task, value
 
 Start = Callable[..., SimulatorServer]
-Key = tuple[str, frozenset[tuple[str, str]]]
-Series = dict[Key, float]
 
 FIXED = 1_700_000_000.0  # the simulated tasks' timelines: all long over by now
 CLOCK_START = 1_750_000_000.0  # the exporter's pinned monotonic and wall clock
@@ -65,22 +63,21 @@ BACKLOG = "cloudvod_concat_refresh_backlog"
 
 
 def _sim_task(trans_no: str, outcome: Any, **extra: Any) -> SimTask:
-    return SimTask(
-        trans_no=trans_no,
-        task_id=f"task-{trans_no}",
-        created_at=FIXED - 600.0,
-        processing_seconds=300.0,
-        outcome=outcome,
-        video_id=f"vid-{trans_no}",
-        video_name=extra.pop("video_name", f"Video {trans_no}"),
-        video_duration=600,
-        renditions=[Rendition(1, -1, 1920, 1080, 375_000_000), Rendition(4, 0, 1280, 720, 18_750)],
-        publish_domain="vod.example.com",
-        player_name="default",
-        upload_time=FIXED - 600.0,
-        update_time=FIXED - 300.0,
-        **extra,
-    )
+    """A task long over by FIXED, with two renditions and the optional fields filled in."""
+    fields: dict[str, Any] = {
+        "created_at": FIXED - 600.0,
+        "processing_seconds": 300.0,
+        "video_duration": 600,
+        "renditions": [
+            Rendition(1, -1, 1920, 1080, 375_000_000),
+            Rendition(4, 0, 1280, 720, 18_750),
+        ],
+        "publish_domain": "vod.example.com",
+        "player_name": "default",
+        "upload_time": FIXED - 600.0,
+        "update_time": FIXED - 300.0,
+    }
+    return sim_task(trans_no, outcome, **(fields | extra))
 
 
 def sim_tasks() -> list[SimTask]:
@@ -111,17 +108,6 @@ def closed_port_url() -> tuple[socket.socket, str]:
 # --- reading expositions ------------------------------------------------------------------------
 
 
-def parse(text: str) -> Series:
-    """Every sample of an exposition by (name, labels)."""
-    out: Series = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            key = (sample.name, frozenset(sample.labels.items()))
-            assert key not in out, f"duplicate series {key}"
-            out[key] = sample.value
-    return out
-
-
 def of_task(series: Series, trans_no: str) -> Series:
     """The samples of one task."""
     return {k: v for k, v in series.items() if ("trans_no", trans_no) in k[1]}
@@ -130,11 +116,6 @@ def of_task(series: Series, trans_no: str) -> Series:
 def healthy(series: Series) -> Series:
     """The samples of the five healthy tasks."""
     return {k: v for k, v in series.items() if any(("trans_no", t) in k[1] for t in HEALTHY)}
-
-
-def value(series: Series, name: str, **labels: str) -> float | None:
-    """One sample's value, or None when the series is absent."""
-    return series.get((name, frozenset(labels.items())))
 
 
 def errors(series: Series) -> dict[str, float]:
@@ -200,7 +181,7 @@ def rig(sim: SimulatorServer, **api: Any) -> Iterator[Rig]:
 def healthy_round(r: Rig) -> Series:
     """The first scrape: every task answered; then every refresh interval passes."""
     text, _ = r.scrape()
-    first = parse(text)
+    first = parse_exposition(text)
     for t in (FAULTY, *HEALTHY):
         assert value(first, QUERY_SUCCESS, trans_no=t) == 1, t
     assert errors(first) == {}
@@ -217,7 +198,7 @@ def reference() -> Series:
             healthy_round(r)
             text, _ = r.scrape()
             promtool_ok(text)
-            return parse(text)
+            return parse_exposition(text)
     finally:
         sim.stop()
 
@@ -399,7 +380,7 @@ def test_fault_beside_five_healthy_tasks(
         text, _ = r.scrape()
 
         promtool_ok(text)
-        second = parse(text)
+        second = parse_exposition(text)
         assert healthy(second) == healthy(reference)
         assert errors(second) == ({case.code: 1.0} if case.code else {})
         assert sim.stats().per_trans_no.get(FAULTY) == 1  # asked once, never retried
@@ -423,14 +404,14 @@ def test_throttling_pauses_every_following_request(start_simulator: Start, statu
 
         # The faulty task is still due, and so is the processing one (refresh.processing 0s):
         # neither is asked while the pause lasts.
-        third = parse(r.scrape()[0])
+        third = parse_exposition(r.scrape()[0])
         assert sim.stats().requests == 0
         assert value(third, BACKLOG) == 2
         assert value(third, STATUS, trans_no=FAULTY, status="successful") == 1
         assert value(third, QUERY_SUCCESS, trans_no=FAULTY) == 0
 
         r.clock.advance(r.exporter.scheduler.limiter.paused_for() + 1)
-        fourth = parse(r.scrape()[0])
+        fourth = parse_exposition(r.scrape()[0])
         assert sim.stats().per_trans_no == {FAULTY: 1, "processing-task": 1}
         assert value(fourth, QUERY_SUCCESS, trans_no=FAULTY) == 1
         assert value(fourth, BACKLOG) == 0
@@ -447,7 +428,7 @@ def test_hang_past_the_scrape_deadline(start_simulator: Start, reference: Series
 
         assert elapsed < 1.0, f"the scrape took {elapsed:.2f}s of Prometheus's 1s"
         promtool_ok(text)
-        second = parse(text)
+        second = parse_exposition(text)
         assert healthy(second) == healthy(reference)
         assert of_task(second, FAULTY) == of_task(first, FAULTY)  # the last answer, unchanged
         assert value(second, BACKLOG) == 1
@@ -459,7 +440,7 @@ def test_hang_past_the_scrape_deadline(start_simulator: Start, reference: Series
             time.sleep(0.05)
         text, _ = r.scrape()
         promtool_ok(text)
-        third = parse(text)
+        third = parse_exposition(text)
         assert errors(third) == {"timeout": 1.0}
         assert_kept(first, third)
         assert healthy(third) == healthy(reference)
@@ -479,7 +460,7 @@ def test_connection_refused_fails_every_task_but_not_the_scrape(start_simulator:
             text, elapsed = r.scrape()
 
         promtool_ok(text)
-        second = parse(text)
+        second = parse_exposition(text)
         assert elapsed < 2.0
         assert errors(second) == {"connection": 6.0}
         for t in (FAULTY, *HEALTHY):
@@ -493,7 +474,7 @@ def test_never_answered_task_failing_is_unknown(start_simulator: Start) -> None:
     sim = start_sim(start_simulator)
     sim.set_fault(FAULTY, Fault(kind="http_status", status=500))
     with rig(sim) as r:
-        series = parse(r.scrape()[0])
+        series = parse_exposition(r.scrape()[0])
         assert value(series, STATUS, trans_no=FAULTY, status="unknown") == 1
         assert value(series, QUERY_SUCCESS, trans_no=FAULTY) == 0
         assert value(series, LAST_SUCCESS, trans_no=FAULTY) is None
@@ -512,7 +493,7 @@ def test_hostile_scrape_timeout_header(
         text, elapsed = r.scrape(scrape_timeout=header)
         assert elapsed < 3.0
         promtool_ok(text)
-        series = parse(text)
+        series = parse_exposition(text)
         assert value(series, "cloudvod_concat_watched_tasks") == 6
         if header in ("inf", "1e300", "nan", "abc", ""):  # the default deadline applies
             for t in (FAULTY, *HEALTHY):

@@ -4,74 +4,30 @@ from __future__ import annotations
 
 import json
 import re
-import wsgiref.util
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import RateLimit
 from exporter.server import make_app
 from exporter.service import Exporter
-from exporter.simulator import Rendition, SimTask, SimulatorServer
+from exporter.simulator import SimulatorServer
 from tests.conftest import SECRET, make_config
+from tests.helpers import App, Series, parse_exposition, sim_task, value, wsgi_call
 
 Start = Callable[..., SimulatorServer]
 Make = Callable[..., Exporter]
-App = Callable[[dict[str, Any], Callable[..., Any]], Any]
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WATCHED, UNWATCHED, MISSING = "watched-1", "unwatched-2", "missing-3"
 
 
-def sim_task(trans_no: str) -> SimTask:
-    return SimTask(
-        trans_no=trans_no,
-        task_id=f"task-{trans_no}",
-        created_at=1_700_000_000.0,
-        processing_seconds=60.0,
-        outcome="successful",
-        video_id=f"vid-{trans_no}",
-        video_name=f"Video {trans_no}",
-        video_duration=60,
-        renditions=[Rendition(1, -1, 1280, 720, 1000)],
-    )
-
-
-def call(app: App, path: str, query: str = "") -> tuple[int, dict[str, str], str]:
-    """One GET through the WSGI app: (status code, headers, body)."""
-    environ: dict[str, Any] = {}
-    wsgiref.util.setup_testing_defaults(environ)
-    environ.update(REQUEST_METHOD="GET", PATH_INFO=path, QUERY_STRING=query)
-    seen: list[tuple[str, list[tuple[str, str]]]] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        seen.append((status, headers))
-
-    body = b"".join(app(environ, start_response))
-    status, headers = seen[0]
-    return int(status.split()[0]), dict(headers), body.decode("utf-8")
-
-
-def parse(text: str) -> Series:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(series: Series, name: str, **labels: str) -> float | None:
-    return series.get((name, frozenset(labels.items())))
-
-
 def probe(app: App, query: str) -> Series:
-    status, headers, body = call(app, "/probe", query)
-    assert status == 200, body
+    status, headers, body = wsgi_call(app, "/probe", query=query)
+    assert status == 200, body.decode()
     assert headers["Content-Type"] == EXPOSITION_TYPE
-    return parse(body)
+    return parse_exposition(body.decode())
 
 
 def setup(start_simulator: Start, make_exporter: Make, **api: Any) -> tuple[SimulatorServer, App]:
@@ -105,9 +61,9 @@ def test_probe_of_a_watched_an_unwatched_and_a_missing_task(
 
     assert sim.stats().per_trans_no == {WATCHED: 1, UNWATCHED: 1, MISSING: 1}
     # A probe of a watched task refreshes its cached answer: the next scrape does not ask again.
-    status, _, text = call(app, "/metrics")
+    status, _, body = wsgi_call(app, "/metrics")
     assert status == 200
-    metrics = parse(text)
+    metrics = parse_exposition(body.decode())
     assert sim.stats().per_trans_no[WATCHED] == 1
     assert value(metrics, "cloudvod_concat_api_errors_total", code="1603") == 1
     assert value(metrics, "cloudvod_concat_api_requests_total") == 3
@@ -136,11 +92,11 @@ def test_invalid_trans_no_is_400_and_sends_nothing(
     start_simulator: Start, make_exporter: Make, query: str
 ) -> None:
     sim, app = setup(start_simulator, make_exporter)
-    status, _, body = call(app, "/probe", query)
-    assert status == 400, body
-    assert body.strip()
-    status, _, body = call(app, "/probe", query + "&debug=true")
-    assert status == 400, body
+    status, _, body = wsgi_call(app, "/probe", query=query)
+    assert status == 400, body.decode()
+    assert body.decode().strip()
+    status, _, body = wsgi_call(app, "/probe", query=query + "&debug=true")
+    assert status == 400, body.decode()
     assert sim.stats().requests == 0
 
 
@@ -162,7 +118,8 @@ def test_spent_budget_sends_nothing_and_serves_the_last_known_state(
     assert value(never, "probe_success") == 0
     assert value(never, "cloudvod_concat_task_status", trans_no=UNWATCHED, status="unknown") == 1
 
-    status, _, text = call(app, "/probe", f"trans_no={UNWATCHED}&debug=true")
+    status, _, body = wsgi_call(app, "/probe", query=f"trans_no={UNWATCHED}&debug=true")
+    text = body.decode()
     assert status == 200
     assert "no request sent" in text
     assert sim.stats().requests == 1
@@ -172,7 +129,8 @@ def test_debug_shows_the_exchange_with_the_signature_redacted(
     start_simulator: Start, make_exporter: Make
 ) -> None:
     sim, app = setup(start_simulator, make_exporter)
-    status, headers, text = call(app, "/probe", f"trans_no={WATCHED}&debug=true")
+    status, headers, body = wsgi_call(app, "/probe", query=f"trans_no={WATCHED}&debug=true")
+    text = body.decode()
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain")
     assert "HTTP status: 200" in text
@@ -189,18 +147,19 @@ def test_debug_shows_the_exchange_with_the_signature_redacted(
     assert not re.search(r"[0-9a-f]{64}", text)  # no signature (nor any hash) leaks
     assert SECRET not in text
     # The probe's metrics follow the report.
-    metrics = parse(text.split("\nmetrics:\n", 1)[1])
+    metrics = parse_exposition(text.split("\nmetrics:\n", 1)[1])
     assert value(metrics, "probe_success") == 1
     assert sim.stats().requests == 1
 
 
 def test_debug_of_a_failing_query(start_simulator: Start, make_exporter: Make) -> None:
     _, app = setup(start_simulator, make_exporter)
-    status, _, text = call(app, "/probe", f"trans_no={MISSING}&debug=true")
+    status, _, body = wsgi_call(app, "/probe", query=f"trans_no={MISSING}&debug=true")
+    text = body.decode()
     assert status == 200
     assert "HTTP status: 200" in text
     assert '"code":1603' in text
     assert "error (1603)" in text
     assert re.search(r"X-WS-RequestId: [0-9a-f]{32}\b", text)
     assert SECRET not in text
-    assert value(parse(text.split("\nmetrics:\n", 1)[1]), "probe_success") == 0
+    assert value(parse_exposition(text.split("\nmetrics:\n", 1)[1]), "probe_success") == 0

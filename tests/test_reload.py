@@ -10,24 +10,21 @@ from __future__ import annotations
 import os
 import subprocess
 import textwrap
-import wsgiref.util
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import load_config
 from exporter.server import make_app
 from exporter.service import Exporter, TaskFileWatcher
-from exporter.simulator import Rendition, SimTask, SimulatorServer
+from exporter.simulator import SimulatorServer
 from tests.conftest import ACCESS_KEY_ID, SECRET, require_tool
+from tests.helpers import App, Series, parse_exposition, sim_task, value, wsgi_call
 
 Start = Callable[..., SimulatorServer]
-App = Callable[[dict[str, Any], Callable[..., Any]], Any]
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 RELOAD_OK = "cloudvod_concat_config_last_reload_successful"
 RELOAD_TS = "cloudvod_concat_config_last_reload_success_timestamp_seconds"
@@ -36,53 +33,14 @@ STATUS = "cloudvod_concat_task_status"
 LAST_SUCCESS = "cloudvod_concat_task_last_success_timestamp_seconds"
 
 
-def sim_task(trans_no: str, outcome: Any = "successful") -> SimTask:
-    return SimTask(
-        trans_no=trans_no,
-        task_id=f"task-{trans_no}",
-        created_at=1_700_000_000.0,
-        processing_seconds=60.0,
-        outcome=outcome,
-        video_id=f"vid-{trans_no}",
-        video_name=f"Video {trans_no}",
-        video_duration=60,
-        renditions=[Rendition(1, -1, 1280, 720, 1000)],
-    )
-
-
-def call(app: App, method: str, path: str, query: str = "") -> tuple[int, str]:
-    """One request through the WSGI app: (status code, body)."""
-    environ: dict[str, Any] = {}
-    wsgiref.util.setup_testing_defaults(environ)
-    environ.update(REQUEST_METHOD=method, PATH_INFO=path, QUERY_STRING=query)
-    seen: list[str] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        seen.append(status)
-
-    body = b"".join(app(environ, start_response))
-    return int(seen[0].split()[0]), body.decode("utf-8")
-
-
-def parse(text: str) -> Series:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(series: Series, name: str, **labels: str) -> float | None:
-    return series.get((name, frozenset(labels.items())))
-
-
 def trans_nos(series: Series) -> set[str]:
     """Every trans_no that has a series."""
     return {dict(k[1])["trans_no"] for k in series if "trans_no" in dict(k[1])}
 
 
 def scrape(app: App) -> Series:
-    status, text = call(app, "GET", "/metrics")
+    status, _, body = wsgi_call(app, "/metrics")
+    text = body.decode()
     assert status == 200
     done = subprocess.run(
         [require_tool("promtool"), "check", "metrics"],
@@ -91,7 +49,7 @@ def scrape(app: App) -> Series:
         check=False,
     )
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
-    return parse(text)
+    return parse_exposition(text)
 
 
 def write(path: Path, text: str) -> None:
@@ -136,7 +94,8 @@ def test_post_reload_success_failure_and_recovery(
     assert value(first, RELOAD_OK) == 1
 
     write(path, config_text(sim.url, "- ok-1\n- ok-2\n- ok-3\n"))
-    assert call(app, "POST", "/-/reload") == (200, "configuration reloaded\n")
+    status, _, body = wsgi_call(app, "/-/reload", method="POST")
+    assert (status, body.decode()) == (200, "configuration reloaded\n")
     loaded = scrape(app)
     assert value(loaded, WATCHED) == 3
     assert value(loaded, RELOAD_OK) == 1
@@ -147,7 +106,8 @@ def test_post_reload_success_failure_and_recovery(
         path,
         config_text(sim.url, "- ok-1\n- bad/trans_no\n", extra="  max_concurrency: 0\n"),
     )
-    status, body = call(app, "POST", "/-/reload")
+    status, _, raw = wsgi_call(app, "/-/reload", method="POST")
+    body = raw.decode()
     assert status == 500
     problems = body.splitlines()
     assert any(p.startswith("api.max_concurrency: ") for p in problems), body
@@ -158,12 +118,13 @@ def test_post_reload_success_failure_and_recovery(
     assert value(broken, WATCHED) == 3  # the old configuration stays in force
     assert trans_nos(broken) == {"ok-1", "ok-2", "ok-3"}
     assert exporter.config.api.max_concurrency == 4
-    status, landing = call(app, "GET", "/")
+    status, _, page = wsgi_call(app, "/")
+    landing = page.decode()
     assert status == 200 and "FAILED" in landing and "api.max_concurrency" in landing
-    assert call(app, "GET", "/-/ready")[0] == 200  # the old configuration still serves
+    assert wsgi_call(app, "/-/ready")[0] == 200  # the old configuration still serves
 
     write(path, config_text(sim.url, "- ok-1\n- ok-4\n"))
-    assert call(app, "POST", "/-/reload")[0] == 200
+    assert wsgi_call(app, "/-/reload", method="POST")[0] == 200
     fixed = scrape(app)
     assert value(fixed, RELOAD_OK) == 1
     assert trans_nos(fixed) == {"ok-1", "ok-4"}
@@ -174,7 +135,7 @@ def test_reload_endpoint_refuses_get(setup: tuple[SimulatorServer, Path, Exporte
     app = make_app(exporter)
     write(path, config_text(sim.url, "- ok-5\n"))
     for method in ("GET", "HEAD", "DELETE"):
-        assert call(app, method, "/-/reload")[0] == 405
+        assert wsgi_call(app, "/-/reload", method=method)[0] == 405
     assert [t.trans_no for t in exporter.config.tasks] == ["ok-1", "ok-2"]  # nothing reloaded
 
 
@@ -196,7 +157,7 @@ def test_cached_answers_survive_a_reload_and_removed_tasks_disappear(
             extra="  max_concurrency: 2\n",
         ),
     )
-    assert call(app, "POST", "/-/reload")[0] == 200
+    assert wsgi_call(app, "/-/reload", method="POST")[0] == 200
     after = scrape(app)
 
     assert sim.stats().per_trans_no == {"ok-1": 1, "ok-2": 1, "ok-3": 1}  # ok-1 not asked again
@@ -267,13 +228,13 @@ def test_a_scrape_during_a_reload_sees_the_old_or_the_new_configuration(
 
     def set_tasks_with_scrapes(trans_nos: Any) -> None:
         # Render the exposition at both sides of the swap of the watched set.
-        during.append(parse(generate_latest(exporter.registry).decode()))
+        during.append(parse_exposition(generate_latest(exporter.registry).decode()))
         set_tasks(trans_nos)
-        during.append(parse(generate_latest(exporter.registry).decode()))
+        during.append(parse_exposition(generate_latest(exporter.registry).decode()))
 
     scheduler.set_tasks = set_tasks_with_scrapes  # type: ignore[method-assign]
     write(path, config_text(sim.url, "- ok-1\n- ok-3\n"))  # ok-2 goes, ok-3 comes
-    assert call(app, "POST", "/-/reload")[0] == 200
+    assert wsgi_call(app, "/-/reload", method="POST")[0] == 200
 
     assert len(during) == 2
     for series in during:

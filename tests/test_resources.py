@@ -20,27 +20,14 @@ from exporter.httpserver import HTTPServer
 from exporter.scheduler import RoundReport
 from exporter.server import make_app
 from exporter.service import Exporter
-from exporter.simulator import Fault, Rendition, SimTask, SimulatorServer
+from exporter.simulator import Fault, SimulatorServer
 from tests.conftest import ACCESS_KEY_ID, SECRET, make_config
+from tests.helpers import sim_task
 
 Start = Callable[..., SimulatorServer]
 Make = Callable[..., Exporter]
 
 MIB = 1_048_576
-
-
-def sim_task(trans_no: str, outcome: Any = "successful") -> SimTask:
-    return SimTask(
-        trans_no=trans_no,
-        task_id=f"task-{trans_no}",
-        created_at=1_700_000_000.0,
-        processing_seconds=60.0,
-        outcome=outcome,
-        video_id=f"vid-{trans_no}",
-        video_name=f"Video {trans_no}",
-        video_duration=60,
-        renditions=[Rendition(1, -1, 1280, 720, 1000)],
-    )
 
 
 def rss_bytes() -> int:

@@ -26,7 +26,8 @@ from exporter import logs
 from exporter.config import ConfigError, load_config
 from exporter.server import make_app
 from exporter.service import Exporter
-from exporter.simulator import Rendition, SimTask, SimulatorServer
+from exporter.simulator import SimulatorServer
+from tests.helpers import sim_task
 from tests.processes import REPO, Process, exporter_command, free_port, http_ok, wait_until
 
 CANARY = "S3cr3t-Canary-7f3a9e"
@@ -43,20 +44,6 @@ def assert_clean(text: str, where: str) -> None:
     """No spelling of the secret in text."""
     for name, form in FORMS.items():
         assert form not in text, f"the secret ({name}) appears in {where}:\n{text}"
-
-
-def sim_task(trans_no: str) -> SimTask:
-    return SimTask(
-        trans_no=trans_no,
-        task_id=f"task-{trans_no}",
-        created_at=1_700_000_000.0,
-        processing_seconds=60.0,
-        outcome="successful",
-        video_id=f"vid-{trans_no}",
-        video_name=f"Video {trans_no}",
-        video_duration=60,
-        renditions=[Rendition(1, -1, 1280, 720, 1000)],
-    )
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 from collections.abc import Callable
 from typing import Any
 
@@ -11,28 +10,9 @@ from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import SimulatorServer, documented_example
 from tests.conftest import make_config
+from tests.helpers import wsgi_call
 
 EXAMPLE = "0251168101641000f4cf4da800000000"
-
-
-def call(
-    app: Any, path: str, method: str = "GET", **headers: str
-) -> tuple[str, dict[str, str], bytes]:
-    path, _, query = path.partition("?")
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "wsgi.input": io.BytesIO(b""),
-        **headers,
-    }
-    seen: dict[str, Any] = {}
-
-    def start(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        seen["status"], seen["headers"] = status, dict(response_headers)
-
-    body = b"".join(app(environ, start))
-    return seen["status"], seen["headers"], body
 
 
 def app_for(
@@ -44,17 +24,17 @@ def app_for(
 
 def test_metrics_plain_gzip_and_openmetrics(start_simulator, make_exporter) -> None:  # type: ignore[no-untyped-def]
     app = app_for(start_simulator, make_exporter)
-    status, headers, plain = call(app, "/metrics")
-    assert status == "200 OK"
+    status, headers, plain = wsgi_call(app, "/metrics")
+    assert status == 200
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
     assert (
         f'cloudvod_concat_video_duration_seconds{{trans_no="{EXAMPLE}"}} 7202.0' in plain.decode()
     )
-    status, headers, packed = call(app, "/metrics", HTTP_ACCEPT_ENCODING="gzip")
+    status, headers, packed = wsgi_call(app, "/metrics", HTTP_ACCEPT_ENCODING="gzip")
     assert headers["Content-Encoding"] == "gzip"
     assert int(headers["Content-Length"]) == len(packed)
     assert b"cloudvod_concat_task_status{" in gzip.decompress(packed)
-    _, headers, om = call(
+    _, headers, om = wsgi_call(
         app, "/metrics", HTTP_ACCEPT="application/openmetrics-text; version=1.0.0"
     )
     assert headers["Content-Type"].startswith("application/openmetrics-text")
@@ -63,17 +43,17 @@ def test_metrics_plain_gzip_and_openmetrics(start_simulator, make_exporter) -> N
 
 def test_metrics_name_filter(start_simulator, make_exporter) -> None:  # type: ignore[no-untyped-def]
     app = app_for(start_simulator, make_exporter)
-    _, _, body = call(app, "/metrics?name[]=cloudvod_concat_watched_tasks")
+    _, _, body = wsgi_call(app, "/metrics", query="name[]=cloudvod_concat_watched_tasks")
     lines = [line for line in body.decode().splitlines() if not line.startswith("#")]
     assert lines == ["cloudvod_concat_watched_tasks 1.0"]
 
 
 def test_routes(start_simulator, make_exporter) -> None:  # type: ignore[no-untyped-def]
     app = app_for(start_simulator, make_exporter)
-    assert call(app, "/-/healthy")[0] == "200 OK"
-    assert call(app, "/-/ready")[0] == "200 OK"
-    assert call(app, "/nope")[0].startswith("404")
-    assert call(app, "/-/reload")[0].startswith("405")
-    status, headers, page = call(app, "/")
-    assert status == "200 OK" and headers["Content-Type"] == "text/html"
+    assert wsgi_call(app, "/-/healthy")[0] == 200
+    assert wsgi_call(app, "/-/ready")[0] == 200
+    assert wsgi_call(app, "/nope")[0] == 404
+    assert wsgi_call(app, "/-/reload")[0] == 405
+    status, headers, page = wsgi_call(app, "/")
+    assert status == 200 and headers["Content-Type"] == "text/html"
     assert b"Watched tasks" in page and b'href="/metrics"' in page
