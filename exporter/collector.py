@@ -203,11 +203,7 @@ def exposition(
         openmetrics.generate_latest,
     }:
         openmetrics_format = function is openmetrics.generate_latest
-        chunks = tasks.render(openmetrics_format=openmetrics_format)
-        if chunks is not None:
-            encode = _openmetrics_latest if openmetrics_format else generate_latest
-            chunks.append(encode(_Collectors(others)))
-            return b"".join(chunks), content_type
+        return render_exposition(tasks, others, openmetrics_format=openmetrics_format), content_type
     return bytes(encoder(_Collectors([tasks, *others]))), content_type
 
 
