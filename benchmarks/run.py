@@ -21,7 +21,6 @@ import re
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from exporter.collector import ExporterCollector, TaskCollector, render_expositi
 from exporter.config import ApiConfig, Config, RateLimit, Task
 from exporter.service import Exporter
 from exporter.simulator import SimTask, SimulatorServer, generate_tasks
+from tests.fakes import FakeClock  # simulated time shared by exporter and simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY, SECRET = "demo-access-key", "demo-secret"  # the simulator's default (public demo) credential
@@ -97,22 +97,6 @@ QUICK = Sizes(
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-class SimClock:
-    """Simulated time shared by the exporter and the simulator; moves only when told."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
 
 
 class RemoteSimulator:
@@ -312,7 +296,7 @@ def steady_tasks(sizes: Sizes, now: float) -> list[SimTask]:
 
 
 def figure_b(sizes: Sizes) -> None:
-    clock = SimClock()
+    clock = FakeClock(start=1_700_000_000.0)
     tasks = steady_tasks(sizes, clock())
     names = [t.trans_no for t in tasks]
     p = sizes.steady_processing
@@ -340,7 +324,7 @@ def figure_b(sizes: Sizes) -> None:
     )
 
     # The same at the default budget, against a simulator enforcing the documented limit.
-    clock = SimClock()
+    clock = FakeClock(start=1_700_000_000.0)
     tasks = steady_tasks(sizes, clock())
     limit = (DEFAULT_BUDGET.requests, DEFAULT_BUDGET.period)
     with SimulatorServer(
@@ -379,7 +363,7 @@ def figure_b(sizes: Sizes) -> None:
 
 def flip_run(sizes: Sizes, offset: float) -> tuple[dict[str, float], int]:
     """P processing tasks flip at once after the warm-up plus `offset`; when is each seen final?"""
-    clock = SimClock()
+    clock = FakeClock(start=1_700_000_000.0)
     t0 = clock()
     # Between two scrapes, `offset` seconds into the budget's cycle.
     flip_at = t0 + sizes.flip_warmup + offset + sizes.flip_interval / 2
@@ -623,7 +607,7 @@ def figure_e(sizes: Sizes, sim: RemoteSimulator, ours: dict[int, Cold]) -> None:
         throttled = local.stats().throttled
 
     # Ours for a (simulated) hour at the default budget, against a simulator enforcing it.
-    clock = SimClock()
+    clock = FakeClock(start=1_700_000_000.0)
     tasks = generate_tasks(n, now=clock())
     budget = (DEFAULT_BUDGET.requests, DEFAULT_BUDGET.period)
     with SimulatorServer(

@@ -20,6 +20,30 @@ def _canonical() -> str:
     return signing.canonical_request("POST", PATH, "", CONTENT_TYPE, HOST, BODY)
 
 
+def _signed(secret: str = SECRET) -> dict[str, str]:
+    return signing.signed_headers(
+        access_key_id="AK1",
+        secret=secret,
+        timestamp=int(TIMESTAMP),
+        method="POST",
+        path=PATH,
+        host=HOST,
+        content_type=CONTENT_TYPE,
+        body=BODY,
+    )
+
+
+def _verify(headers: dict[str, str], secrets: dict[str, str] | None = None) -> str | None:
+    return signing.verify(
+        headers,
+        secret_for={"AK1": SECRET} if secrets is None else secrets,
+        method="POST",
+        path=PATH,
+        query="",
+        body=BODY,
+    )
+
+
 def test_worked_example_payload_hash() -> None:
     assert (
         signing.hashed_payload(BODY)
@@ -51,25 +75,13 @@ def test_empty_body_hashes_the_empty_string() -> None:
 
 
 def test_signed_headers_round_trip_through_verify() -> None:
-    headers = signing.signed_headers(
-        access_key_id="AK1",
-        secret=SECRET,
-        timestamp=int(TIMESTAMP),
-        method="POST",
-        path=PATH,
-        host=HOST,
-        content_type=CONTENT_TYPE,
-        body=BODY,
-    )
+    headers = _signed()
     assert headers["Authorization"] == (
         "WS3-HMAC-SHA256 Credential=AK1, SignedHeaders=content-type;host, "
         "Signature=f046e2f918abdda7aa779bcca1901d789ec0beb4a6bcb3794d111a01cda397f0"
     )
     assert headers["X-WS-Timestamp"] == TIMESTAMP
-    ok = signing.verify(
-        headers, secret_for={"AK1": SECRET}, method="POST", path=PATH, query="", body=BODY
-    )
-    assert ok is None
+    assert _verify(headers) is None
 
 
 @pytest.mark.parametrize(
@@ -83,43 +95,27 @@ def test_signed_headers_round_trip_through_verify() -> None:
     ],
 )
 def test_verify_rejects_tampering(change: dict[str, str], reason: str) -> None:
-    headers = signing.signed_headers(
-        access_key_id="AK1",
-        secret=SECRET,
-        timestamp=int(TIMESTAMP),
-        method="POST",
-        path=PATH,
-        host=HOST,
-        content_type=CONTENT_TYPE,
-        body=BODY,
-    )
+    headers = _signed()
     headers.update(change)
-    got = signing.verify(
-        headers, secret_for={"AK1": SECRET}, method="POST", path=PATH, query="", body=BODY
-    )
-    assert got == reason
+    assert _verify(headers) == reason
 
 
-def test_verify_rejects_wrong_secret_and_changed_body() -> None:
-    headers = signing.signed_headers(
-        access_key_id="AK1",
-        secret="not-the-secret",
-        timestamp=int(TIMESTAMP),
-        method="POST",
-        path=PATH,
-        host=HOST,
-        content_type=CONTENT_TYPE,
-        body=BODY,
-    )
+def test_verify_rejects_wrong_secret_and_unknown_key() -> None:
+    headers = _signed("not-the-secret")
+    assert _verify(headers) == "signature mismatch"
+    assert _verify(headers, {"AK9": SECRET}) == "unknown access key"
+
+
+def test_verify_rejects_a_changed_body() -> None:
+    headers = _signed()
     assert (
         signing.verify(
-            headers, secret_for={"AK1": SECRET}, method="POST", path=PATH, query="", body=BODY
+            headers,
+            secret_for={"AK1": SECRET},
+            method="POST",
+            path=PATH,
+            query="",
+            body=b'{"transNo":"0123456780"}',
         )
         == "signature mismatch"
-    )
-    assert (
-        signing.verify(
-            headers, secret_for={"AK9": SECRET}, method="POST", path=PATH, query="", body=BODY
-        )
-        == "unknown access key"
     )
