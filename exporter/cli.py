@@ -134,6 +134,9 @@ def _load(path: str) -> Config | None:
     except ConfigError as exc:
         _print_problems(path, exc.problems)
         return None
+    except Exception as exc:  # a loader bug still gets one line and exit 2, not a traceback
+        _print_problems(path, [logs.scrub(f"cannot load: {type(exc).__name__}: {exc}")])
+        return None
 
 
 def check_config(args: argparse.Namespace) -> int:

@@ -885,3 +885,5 @@ def _read_yaml(path: Path) -> object:
     except yaml.YAMLError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError([f"{path}: invalid YAML: {first_line}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: invalid YAML: nested too deeply"]) from None

@@ -99,14 +99,18 @@ class RateLimiter:
         with self._lock:
             self._pause_seconds = 0.0
 
-    def inherit(self, other: RateLimiter) -> None:
-        """Carry over another limiter's recent sends and pause (the account is the same)."""
-        with other._lock:
-            sent, paused_until, pause = list(other._sent), other._paused_until, other._pause_seconds
+    def reconfigure(
+        self, requests: int, period: float, *, burst: int | None = None, margin: float = 0.0
+    ) -> None:
+        """Change the budget in place: recent sends and a throttling pause still count."""
         with self._lock:
-            self._sent = deque(sent)
-            self._paused_until, self._pause_seconds = paused_until, pause
-            self._tokens = min(self._tokens, max(0.0, self.requests - len(sent)))
+            now = self._clock()
+            self._refill(now)
+            self.requests, self.period = requests, period
+            self._window = period + margin
+            self._rate = requests / period
+            self._burst = float(burst if burst is not None else max(1, math.ceil(requests / 10)))
+            self._tokens = min(self._tokens, self._burst)
 
     def paused_for(self) -> float:
         """Seconds until sends resume after a throttling answer (0 when not paused)."""

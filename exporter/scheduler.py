@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -48,12 +49,22 @@ class TaskState:
     query_ok: bool = False  # whether the latest query got a valid answer
     failures: int = 0  # consecutive failed queries
     last_error: str | None = None  # errors_total code of the latest failure
-    due_at: float = -math.inf  # scheduler-clock time the next refresh is due
+    checked_at: float = -math.inf  # scheduler-clock time of the last answer or counted failure
 
     @property
     def status(self) -> str:
         """processing, successful, failed, or unknown when never answered."""
         return "unknown" if self.answer is None else STATUS_NAMES[self.answer.status]
+
+    def due_at(self, refresh: RefreshConfig) -> float:
+        """When the next refresh is due under this refresh policy (scheduler clock)."""
+        if self.failures:
+            backoff: float = refresh.error * 2.0 ** min(self.failures - 1, 30)
+            return self.checked_at + min(backoff, refresh.error_max)
+        if self.answer is None:
+            return -math.inf
+        intervals = {1: refresh.processing, 2: refresh.successful, 3: refresh.failed}
+        return self.checked_at + intervals[self.answer.status]
 
 
 @dataclass(frozen=True)
@@ -130,10 +141,10 @@ class Scheduler:
         with self._lock:
             self._states = {t: self._states.get(t, TaskState()) for t in wanted}
 
-    def configure(self, client: TaskQuerier, limiter: RateLimiter, refresh: RefreshConfig) -> None:
-        """Switch to a new client, budget or refresh policy (after a configuration reload)."""
+    def configure(self, client: TaskQuerier, refresh: RefreshConfig) -> None:
+        """Switch to a new client or refresh policy (after a reload); due times follow at once."""
         with self._lock:
-            self.client, self.limiter, self.refresh_config = client, limiter, refresh
+            self.client, self.refresh_config = client, refresh
 
     def states(self) -> Mapping[str, TaskState]:
         """A consistent snapshot of every watched task's state, in configuration order."""
@@ -144,46 +155,45 @@ class Scheduler:
 
     def due_tasks(self) -> list[str]:
         """The tasks due now: never-answered first, then the most overdue."""
-        now = self._clock()
         with self._lock:
-            due = [
-                (state.answer is not None, state.due_at, t)
-                for t, state in self._states.items()
-                if state.due_at <= now and t not in self._in_flight
-            ]
+            return self._due_locked(self._clock())
+
+    def _due_locked(self, now: float) -> list[str]:
+        refresh = self.refresh_config
+        due = []
+        for t, state in self._states.items():
+            due_at = state.due_at(refresh)
+            if due_at <= now and t not in self._in_flight:
+                due.append((state.answer is not None, due_at, t))
         due.sort()
         return [t for _, _, t in due]
 
     def refresh(self, deadline: float) -> RoundReport:
         """Refresh what is due within the budget; return by `deadline` (scheduler clock)."""
         started = self._clock()
-        with self._lock:
-            current = self._round
-            joined = current is not None and not current.done.is_set()
-        if not joined:
-            current = self._start_round()
-        assert current is not None
+        current, joined = self._join_or_start_round()
         current.done.wait(max(0.0, deadline - self._clock()))
         sent, backlog = current.backlog()
         self.last_backlog = backlog
         return RoundReport(current.due, sent, backlog, joined, self._clock() - started)
 
-    def _start_round(self) -> _Round:
-        due = self.due_tasks()
-        allowance = min(len(due), self.limiter.available())
-        queued = due[:allowance]
-        new_round = _Round(queued, len(due) - allowance, self._clock())
+    def _join_or_start_round(self) -> tuple[_Round, bool]:
+        # All under one lock: two scrapes can never both start a round from the same due list,
+        # and a pool swapped by resize() is never used after its shutdown.
         with self._lock:
-            # Another scrape may have started a round meanwhile: join it instead.
             if self._round is not None and not self._round.done.is_set():
-                return self._round
-            self._round = new_round
+                return self._round, True
+            now = self._clock()
+            due = self._due_locked(now)
+            allowance = min(len(due), self.limiter.available())
+            queued = due[:allowance]
+            self._round = _Round(queued, len(due) - allowance, now)
             self._in_flight.update(queued)
-        for trans_no in queued:
-            self._pool.submit(self._run, new_round, trans_no)
-        if due:
-            log.debug("refresh round", extra={"due": len(due), "queued": len(queued)})
-        return new_round
+            for trans_no in queued:
+                self._pool.submit(self._run, self._round, trans_no)
+            if due:
+                log.debug("refresh round", extra={"due": len(due), "queued": len(queued)})
+            return self._round, False
 
     def _run(self, round_: _Round, trans_no: str) -> None:
         deferred = False
@@ -198,17 +208,31 @@ class Scheduler:
             round_.finish(trans_no, deferred=deferred)
 
     def query_now(
-        self, trans_no: str, querier: Callable[[str], TaskAnswer] | None = None
+        self,
+        trans_no: str,
+        querier: Callable[[str], TaskAnswer] | None = None,
+        timeout: float | None = None,
     ) -> TaskState | None:
-        """Ask about one task now if the budget allows (for /probe); None when it does not."""
+        """Ask about one task now (for /probe), over the pool and within the budget.
+
+        None when the budget is spent, the task is already being asked about, or no answer came
+        within `timeout`; a late answer is still recorded when it arrives.
+        """
         with self._lock:
             if trans_no in self._in_flight:
                 return None
             self._in_flight.add(trans_no)
+            future = self._pool.submit(self._probe, trans_no, querier)
         try:
-            if not self.limiter.try_acquire():
-                return None
-            return self._query(trans_no, querier)
+            return future.result(timeout)
+        except FutureTimeout:
+            return None
+
+    def _probe(
+        self, trans_no: str, querier: Callable[[str], TaskAnswer] | None
+    ) -> TaskState | None:
+        try:
+            return self._query(trans_no, querier) if self.limiter.try_acquire() else None
         finally:
             with self._lock:
                 self._in_flight.discard(trans_no)
@@ -219,9 +243,10 @@ class Scheduler:
             return self._states.get(trans_no) or self._probed.get(trans_no) or TaskState()
 
     def resize(self, max_concurrency: int) -> None:
-        """Use a pool of a new size; requests running in the old one finish on their own."""
-        old = self._pool
-        self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="cloudvod-query")
+        """Use a pool of a new size; requests queued in the old one finish on their own."""
+        with self._lock:
+            old = self._pool
+            self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="cloudvod-query")
         old.shutdown(wait=False)
 
     # -- one request -----------------------------------------------------------------------
@@ -269,26 +294,18 @@ class Scheduler:
                     # 1560 carries no task details: keep the task ID we knew.
                     answer = replace(answer, task_id=old.answer.task_id)
                 state = TaskState(
-                    answer=answer,
-                    answered_at=self._wall(),
-                    query_ok=True,
-                    due_at=now + self._interval(answer.status),
+                    answer=answer, answered_at=self._wall(), query_ok=True, checked_at=now
                 )
             elif isinstance(error, ApiThrottled):
                 # Not the task's fault: it stays due and is retried once the pause is over.
                 state = replace(old, query_ok=False, last_error=error.code)
             else:
-                failures = old.failures + 1
-                backoff = min(
-                    self.refresh_config.error * 2 ** min(failures - 1, 30),
-                    self.refresh_config.error_max,
-                )
                 state = replace(
                     old,
                     query_ok=False,
-                    failures=failures,
+                    failures=old.failures + 1,
                     last_error=error.code if error else None,
-                    due_at=now + backoff,
+                    checked_at=now,
                 )
             if watched:
                 self._states[trans_no] = state
@@ -298,10 +315,6 @@ class Scheduler:
                 while len(self._probed) > PROBED_CACHE_SIZE:
                     self._probed.popitem(last=False)
             return state
-
-    def _interval(self, status: int) -> float:
-        cfg = self.refresh_config
-        return {1: cfg.processing, 2: cfg.successful, 3: cfg.failed}[status]
 
     def close(self) -> None:
         """Stop the worker threads; requests in flight finish on their own."""

@@ -60,7 +60,11 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> WSGIApp:
             )
         debug = query.get("debug", ["false"])[-1].lower() in {"1", "true", "yes"}
         try:
-            result = exporter.probe(values[0], debug=debug)
+            result = exporter.probe(
+                values[0],
+                debug=debug,
+                scrape_timeout=environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"),
+            )
         except ValueError as exc:
             return _respond(start, "400 Bad Request", f"{exc}\n")
         if debug:

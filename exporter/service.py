@@ -53,8 +53,14 @@ def make_client(api: ApiConfig) -> CloudVodClient:
 def make_limiter(api: ApiConfig, clock: Callable[[], float] = time.monotonic) -> RateLimiter:
     """The account budget for an `api` configuration section."""
     return RateLimiter(
-        api.rate_limit.requests, api.rate_limit.period, margin=api.timeout, clock=clock
+        api.rate_limit.requests, api.rate_limit.period, margin=_margin(api), clock=clock
     )
+
+
+def _margin(api: ApiConfig) -> float:
+    """How much later than its budget slot a request may reach the API: a connect attempt and
+    one retry of it may each take the whole timeout."""
+    return 2 * api.timeout
 
 
 @dataclass
@@ -156,8 +162,10 @@ class Exporter:
 
     # -- /probe ----------------------------------------------------------------------------
 
-    def probe(self, trans_no: str, *, debug: bool = False) -> ProbeResult:
-        """Query one task now (within the budget) and render its series."""
+    def probe(
+        self, trans_no: str, *, debug: bool = False, scrape_timeout: str | None = None
+    ) -> ProbeResult:
+        """Query one task now (within the budget and the scrape's deadline); render its series."""
         if not TRANS_NO_RE.fullmatch(trans_no):
             raise ValueError("trans_no must be 1-32 letters, digits, '_' or '-'")
         task = self._task(trans_no)
@@ -172,7 +180,8 @@ class Exporter:
             assert exchange.answer is not None
             return exchange.answer
 
-        fresh = self.scheduler.query_now(trans_no, querier if debug else None)
+        timeout = max(0.0, self.deadline_for(scrape_timeout) - self._clock())
+        fresh = self.scheduler.query_now(trans_no, querier if debug else None, timeout)
         state = fresh if fresh is not None else self.scheduler.state_of(trans_no)
         seconds = self._clock() - started
         registry = CollectorRegistry(auto_describe=False)
@@ -199,8 +208,8 @@ class Exporter:
         lines = [f"trans_no: {trans_no}", f"probe duration: {seconds:.3f}s"]
         if fresh is None:
             lines.append(
-                "no request sent: the rate budget is spent or a query of this task is in flight;"
-                " serving the last known state"
+                "no fresh answer: the rate budget is spent, a query of this task is in flight,"
+                " or no answer came before the scrape deadline; serving the last known state"
             )
         for ex in exchanges:
             lines += _exchange_lines(ex)
@@ -221,10 +230,11 @@ class Exporter:
         with self._reload_lock:
             try:
                 new = self._loader()
-            except ConfigError as exc:
+            except Exception as exc:  # a reload must never die quietly, whatever went wrong
+                raw = exc.problems if isinstance(exc, ConfigError) else [_unexpected(exc)]
                 # A file that cannot be parsed can quote the secret in force (as a duplicate
                 # key, say) before config.py knows it is one: scrub the known secrets here.
-                problems = [logs.scrub(problem) for problem in exc.problems]
+                problems = [logs.scrub(problem) for problem in raw]
                 self.reload_status = ReloadStatus(
                     ok=False,
                     success_timestamp=self.reload_status.success_timestamp,
@@ -242,20 +252,16 @@ class Exporter:
         """Put a validated configuration in force, keeping cached answers of kept tasks."""
         old = self.config
         logs.register_secret(new.api.access_key_secret)
-        if new.api != old.api:
-            client = self._client_factory(new.api) if _client_changed(old.api, new.api) else None
-            limiter = self.scheduler.limiter
-            if (new.api.rate_limit, new.api.timeout) != (old.api.rate_limit, old.api.timeout):
-                limiter = make_limiter(new.api, self._clock)
-                limiter.inherit(self.scheduler.limiter)
-            self.scheduler.configure(client or self.client, limiter, new.refresh)
-            if new.api.max_concurrency != old.api.max_concurrency:
-                self.scheduler.resize(new.api.max_concurrency)
-            if client is not None:
-                self.client.close()
-                self.client = client
-        else:
-            self.scheduler.configure(self.client, self.scheduler.limiter, new.refresh)
+        client = self._client_factory(new.api) if _client_changed(old.api, new.api) else None
+        self.scheduler.limiter.reconfigure(
+            new.api.rate_limit.requests, new.api.rate_limit.period, margin=_margin(new.api)
+        )
+        self.scheduler.configure(client or self.client, new.refresh)
+        if new.api.max_concurrency != old.api.max_concurrency:
+            self.scheduler.resize(new.api.max_concurrency)
+        if client is not None:
+            self.client.close()
+            self.client = client
         # The task list first, then the states: a scrape in between shows new tasks as unknown
         # (they are) and never shows a removed or kept task without its answer.
         self.config = new
@@ -269,6 +275,11 @@ class Exporter:
         """Stop background work."""
         self.scheduler.close()
         self.client.close()
+
+
+def _unexpected(exc: Exception) -> str:
+    """A one-line problem for an error the configuration loader did not anticipate."""
+    return f"cannot load the configuration: {type(exc).__name__}: {exc}"[:500]
 
 
 def _client_changed(old: ApiConfig, new: ApiConfig) -> bool:
@@ -350,8 +361,10 @@ class TaskFileWatcher:
         if current == self._seen:
             return False
         log.info("task files changed; reloading")
+        # Remember what was seen before the reload read the files: a change landing while it
+        # reads triggers one more reload instead of being taken as already loaded.
+        self._seen = current
         self._exporter.reload()
-        self._seen = self.fingerprint()
         return True
 
     def _loop(self) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,16 @@ from tests.processes import REPO
 
 Start = Callable[..., SimulatorServer]
 EXAMPLE = "0251168101641000f4cf4da800000000"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """main() configures the root logger for the process; undo it after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
@@ -165,3 +176,12 @@ def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert info.value.code == 0
     assert "cloudvod-concat-exporter 0.1.0" in capsys.readouterr().out
+
+
+def test_check_config_of_a_pathologically_nested_file(
+    tmp_path: Path, creds: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("tasks: " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    assert main(["check-config", f"--config.file={path}"]) == 2
+    assert "nested too deeply" in capsys.readouterr().err

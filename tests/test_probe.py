@@ -121,7 +121,7 @@ def test_spent_budget_sends_nothing_and_serves_the_last_known_state(
     status, _, body = wsgi_call(app, "/probe", query=f"trans_no={UNWATCHED}&debug=true")
     text = body.decode()
     assert status == 200
-    assert "no request sent" in text
+    assert "no fresh answer: the rate budget is spent" in text
     assert sim.stats().requests == 1
 
 

@@ -77,15 +77,17 @@ def test_throttling_pauses_and_backs_off_exponentially() -> None:
     assert limiter.throttled() == first
 
 
-def test_inherit_carries_recent_sends_to_a_new_limit() -> None:
+def test_reconfigure_keeps_recent_sends() -> None:
     clock = FakeClock()
-    old = RateLimiter(100, 300.0, burst=100, clock=clock)
+    limiter = RateLimiter(100, 300.0, burst=100, clock=clock)
     for _ in range(80):
-        assert old.try_acquire()
-    new = RateLimiter(90, 300.0, burst=90, clock=clock)
-    new.inherit(old)
-    assert new.remaining() == 10
-    assert sum(new.try_acquire() for _ in range(50)) == 10
+        assert limiter.try_acquire()
+    limiter.reconfigure(90, 300.0, burst=90)
+    assert limiter.remaining() == 10
+    clock.advance(100.0)  # pacing has refilled, the window still holds the 80 sends
+    assert sum(limiter.try_acquire() for _ in range(50)) == 10
+    clock.advance(200.1)
+    assert limiter.remaining() == 80
 
 
 def test_random_bursty_use_never_exceeds() -> None:

@@ -246,3 +246,34 @@ def test_a_scrape_during_a_reload_sees_the_old_or_the_new_configuration(
         }
         assert unknown <= {"ok-3"}
         assert value(series, STATUS, trans_no="ok-1", status="successful") == 1
+
+
+def test_a_task_file_change_during_a_reload_is_not_lost(
+    start_simulator: Start, tmp_path: Path
+) -> None:
+    sim = start_simulator([sim_task(t) for t in ("a", "b", "c")])
+    (tmp_path / "tasks.d").mkdir()
+    one, two = tmp_path / "tasks.d" / "one.yaml", tmp_path / "tasks.d" / "two.yaml"
+    one.write_text("[]\n")
+    two.write_text("[b]\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        config_text(sim.url, "  - a\n", "task_files: [tasks.d/*.yaml]\n"), encoding="utf-8"
+    )
+    env = {"CLOUDVOD_ACCESS_KEY_ID": ACCESS_KEY_ID, "CLOUDVOD_ACCESS_KEY_SECRET": SECRET}
+
+    def loader_that_races():  # type: ignore[no-untyped-def]
+        loaded = load_config(config, env)
+        if two.read_text() == "[b]\n":  # a second file lands while the first reload reads
+            write(two, "[b, c]\n")
+        return loaded
+
+    exporter = Exporter(load_config(config, env), loader=loader_that_races)
+    try:
+        watcher = TaskFileWatcher(exporter, interval=60)
+        write(one, "[]\n# touched\n")
+        assert watcher.check()  # the reload that raced with the second write
+        assert watcher.check()  # ... so the second write is seen and loaded
+        assert [t.trans_no for t in exporter.config.tasks] == ["a", "b", "c"]
+    finally:
+        exporter.close()

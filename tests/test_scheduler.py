@@ -256,3 +256,78 @@ def test_rounds_cut_by_deadlines_leak_no_threads() -> None:
     assert threading.active_count() <= before + 3
     assert sorted(set(querier.calls)) == sorted(tasks)
     scheduler.close()
+
+
+def test_a_new_refresh_policy_applies_to_answers_already_cached() -> None:
+    scheduler, querier, clock = make({"s": 2, "f": 3})
+    scrape(scheduler, clock)
+    clock.advance(120)
+    assert scheduler.due_tasks() == []  # 1 h and 6 h intervals
+    scheduler.configure(querier, RefreshConfig(successful=60.0, failed=21600.0))
+    assert scheduler.due_tasks() == ["s"]
+
+
+def test_resizing_the_pool_during_rounds_never_strands_a_task() -> None:
+    tasks = {f"t{i:02d}": 1 for i in range(40)}
+    scheduler, _querier, clock = make(tasks, concurrency=2)
+    stop = threading.Event()
+
+    def resize_forever() -> None:
+        size = 1
+        while not stop.is_set():
+            size = size % 4 + 1
+            scheduler.resize(size)
+
+    resizer = threading.Thread(target=resize_forever)
+    resizer.start()
+    try:
+        for _ in range(50):
+            scheduler.refresh(clock() + 2.0)
+            clock.advance(15)
+    finally:
+        stop.set()
+        resizer.join(10)
+    report = scheduler.refresh(clock() + 5.0)
+    assert report.backlog == 0
+    assert all(state.query_ok for state in scheduler.states().values())
+
+
+def test_probes_share_the_pool_and_its_concurrency_limit() -> None:
+    tasks = {f"t{i}": 1 for i in range(6)}
+    scheduler, querier, _clock = make(tasks, concurrency=2)
+    active, peak = 0, 0
+    lock = threading.Lock()
+    original = querier.query
+
+    def counting(trans_no: str):  # type: ignore[no-untyped-def]
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.1)
+        with lock:
+            active -= 1
+        return original(trans_no)
+
+    querier.query = counting  # type: ignore[method-assign]
+    threads = [threading.Thread(target=scheduler.query_now, args=(t,)) for t in tasks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(querier.calls) == sorted(tasks)
+    assert peak == 2
+
+
+def test_a_probe_returns_at_its_timeout_and_the_late_answer_is_kept() -> None:
+    scheduler, querier, _clock = make({"slow": 2})
+    querier.gate = threading.Event()
+    started = time.monotonic()
+    assert scheduler.query_now("slow", timeout=0.2) is None
+    assert time.monotonic() - started < 1.0
+    querier.gate.set()
+    for _ in range(100):
+        if scheduler.states()["slow"].query_ok:
+            break
+        time.sleep(0.02)
+    assert scheduler.states()["slow"].status == "successful"
