@@ -18,11 +18,11 @@ SECRET = "s3cr3t-Zq9-never-print-me"
 IN_CI = os.environ.get("CI") == "true"
 
 
-def require_tool(name: str) -> str:
+def require_tool(name: str, hint: str = "run `make tools`") -> str:
     """The path of a binary the test needs: missing is a failure in CI, a skip elsewhere."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (run `make tools`)"
+        message = f"{name} is not installed ({hint})"
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import require_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -28,17 +30,6 @@ COMPOSE = ROOT / "docker-compose.yml"
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 UID = 10001
 PORT = 9877
-
-
-def require_tool(name: str, hint: str) -> str:
-    """The tool's path; skip the test without it (fail under CI)."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed ({hint})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def load_yaml(path: Path) -> Any:

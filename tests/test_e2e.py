@@ -28,6 +28,23 @@ def start_simulator(tmp_path: Path, *extra: str) -> tuple[Process, str]:
     return sim, url
 
 
+def start_exporter(tmp_path: Path, config: Path) -> tuple[Process, str]:
+    """The console script serving `config` on a free port, once it is ready."""
+    port = free_port()
+    exporter = Process(
+        exporter_command(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"),
+        tmp_path / "exporter.log",
+        ENV,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: http_ok(base + "/-/ready"), what="exporter ready")
+    except AssertionError:
+        exporter.stop()
+        raise
+    return exporter, base
+
+
 def write_config(tmp_path: Path, endpoint: str, trans_nos: list[str]) -> Path:
     tasks = "\n".join(f"  - {t}" for t in trans_nos)
     path = tmp_path / "config.yaml"
@@ -50,18 +67,11 @@ def write_config(tmp_path: Path, endpoint: str, trans_nos: list[str]) -> Path:
 def test_exporter_reports_the_simulators_truth(tmp_path: Path) -> None:
     sim, sim_url = start_simulator(tmp_path, "--tasks=30", "--seed=3")
     with sim:
-        truth = requests.get(sim_url + "/_sim/tasks", timeout=5).json()
-        truth_tasks = truth["tasks"] if isinstance(truth, dict) else truth
+        truth_tasks = requests.get(sim_url + "/_sim/tasks", timeout=5).json()["tasks"]
         trans_nos = [t["transNo"] for t in truth_tasks]
         config = write_config(tmp_path, sim_url, trans_nos)
-        port = free_port()
-        with Process(
-            exporter_command(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"),
-            tmp_path / "exporter.log",
-            ENV,
-        ) as exporter:
-            base = f"http://127.0.0.1:{port}"
-            wait_until(lambda: http_ok(base + "/-/ready"), what="exporter ready")
+        exporter, base = start_exporter(tmp_path, config)
+        with exporter:
             stats_before = requests.get(sim_url + "/_sim/stats", timeout=5).json()
             assert stats_before["requests"] == 0, "nothing may call the API before the first scrape"
             text = requests.get(base + "/metrics", timeout=15).text
@@ -122,14 +132,8 @@ def test_sighup_and_reload_endpoint(tmp_path: Path) -> None:
     sim, sim_url = start_simulator(tmp_path, "--tasks=5")
     with sim:
         config = write_config(tmp_path, sim_url, ["sim000000", "sim000001"])
-        port = free_port()
-        with Process(
-            exporter_command(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"),
-            tmp_path / "exporter.log",
-            ENV,
-        ) as exporter:
-            base = f"http://127.0.0.1:{port}"
-            wait_until(lambda: http_ok(base + "/-/ready"), what="exporter")
+        exporter, base = start_exporter(tmp_path, config)
+        with exporter:
             config.write_text(config.read_text() + "  - sim000002\n")
             os.kill(exporter.proc.pid, signal.SIGHUP)
             wait_until(

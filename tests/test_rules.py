@@ -6,9 +6,7 @@ one is missing the test is skipped, except under CI (CI=true), where it fails.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import pytest
 import yaml
 
 from exporter import metrics
+from tests.conftest import require_tool
 from tests.dashboard_queries import known_metric_names, metric_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,17 +42,6 @@ REQUIRED_ALERTS = {
     "CloudVodConcatDataStale",
 }
 PER_TASK_METRICS = {metric.name for metric in metrics.PER_TASK}
-
-
-def require_tool(name: str) -> str:
-    """The tool's path; skip the test without it (fail under CI)."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (apt-get install prometheus prometheus-alertmanager)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -282,7 +270,11 @@ def test_example_scrape_jobs() -> None:
 
 
 def test_alertmanager_config_is_valid() -> None:
-    result = run(require_tool("amtool"), "check-config", ALERTMANAGER_PATH)
+    result = run(
+        require_tool("amtool", "apt-get install prometheus-alertmanager"),
+        "check-config",
+        ALERTMANAGER_PATH,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -292,7 +284,7 @@ def test_alertmanager_config_is_valid() -> None:
 )
 def test_alertmanager_routes_by_severity(severity: str, receiver: str) -> None:
     result = run(
-        require_tool("amtool"),
+        require_tool("amtool", "apt-get install prometheus-alertmanager"),
         "config",
         "routes",
         "test",
