@@ -15,14 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.errors import ApiCodeError, ApiInvalidResponse, ApiThrottled
-
-SUCCESS = 200
-STILL_PROCESSING = 1560
-KNOWN_STATUSES = frozenset({1, 2, 3})
+from exporter.protocol import Code, TaskStatus, is_throttling_code
 
 _NUMERIC = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y/%m/%d %H:%M:%S")
-_LIMIT_WORDS = re.compile(r"limit|throttl|too many|frequen|频|限", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -60,9 +56,14 @@ class TaskAnswer:
 
     trans_no: str
     task_id: str
-    status: int  # 1 processing, 2 successful, 3 failed
+    status: TaskStatus
     video: VideoInfo | None = None
-    api_code: int = SUCCESS  # 1560 when the API said "still processing" with an error code
+    api_code: int = Code.SUCCESS  # 1560 when the API said "still processing" with an error code
+
+    @property
+    def still_processing(self) -> bool:
+        """The API answered with code 1560: processing, but without the task's details."""
+        return self.api_code == Code.STILL_PROCESSING
 
 
 def number(value: Any) -> float | None:
@@ -170,17 +171,22 @@ def parse_answer(
     if code is None:
         raise ApiInvalidResponse("answer has no numeric code", request_id=request_id)
     message = text(envelope.get("message"))
-    if code == STILL_PROCESSING:
-        return TaskAnswer(trans_no=trans_no, task_id="", status=1, api_code=STILL_PROCESSING)
-    if code != SUCCESS:
-        if code not in {1000, 1301, 1601, 1602, 1603} and _LIMIT_WORDS.search(message):
+    if code == Code.STILL_PROCESSING:
+        return TaskAnswer(
+            trans_no=trans_no,
+            task_id="",
+            status=TaskStatus.PROCESSING,
+            api_code=Code.STILL_PROCESSING,
+        )
+    if code != Code.SUCCESS:
+        if is_throttling_code(code, message):
             raise ApiThrottled(f"API code {code}: {message}", request_id=request_id)
         raise ApiCodeError(code, message, request_id=request_id)
     data = envelope.get("data")
     if not isinstance(data, dict):
         raise ApiInvalidResponse("answer has no data object", request_id=request_id)
-    status = integer(data.get("status"))
-    if status is None or status not in KNOWN_STATUSES:
+    raw_status = integer(data.get("status"))
+    if raw_status is None or raw_status not in TaskStatus._value2member_map_:
         raise ApiInvalidResponse(
             f"unknown task status {data.get('status')!r}", request_id=request_id
         )
@@ -192,6 +198,8 @@ def parse_answer(
     return TaskAnswer(
         trans_no=trans_no,
         task_id=text(data.get("taskId")),
-        status=status,
-        video=parse_video(data.get("videoInfo"), tz) if status == 2 else None,
+        status=TaskStatus(raw_status),
+        video=parse_video(data.get("videoInfo"), tz)
+        if raw_status == TaskStatus.SUCCESSFUL
+        else None,
     )

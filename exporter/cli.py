@@ -20,22 +20,22 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter import __version__, logs
 from exporter.client import Exchange
 from exporter.config import (
-    TRANS_NO_RE,
     ApiConfig,
     Config,
     ConfigError,
     RefreshConfig,
+    StorageConfig,
     Task,
     load_config,
     parse_duration,
 )
-from exporter.scheduler import TaskState
+from exporter.protocol import TRANS_NO_RE
+from exporter.simulator.server import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
+from exporter.state import NEVER_ASKED, TaskState, answered, failed
 
 log = logging.getLogger("exporter")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-DEMO_ACCESS_KEY_ID = "demo-access-key"
-DEMO_SECRET = "demo-secret"
 
 
 def _common(parser: argparse.ArgumentParser, *, config_default: str | None = "config.yaml") -> None:
@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="watch_interval",
         default="5s",
         help="how often task_files are checked for changes (0s: never)",
+    )
+    parser.add_argument(
+        "--storage.path",
+        dest="storage_path",
+        default="data/",
+        help='folder of the state file (SQLite); "" keeps state in memory only',
     )
     parser.add_argument(
         "--demo",
@@ -144,13 +150,17 @@ def check_config(args: argparse.Namespace) -> int:
     config = _load(args.config_file)
     if config is None:
         return EXIT_USAGE
-    for warning in config.warnings:
+    from exporter import capacity
+
+    lines, costs = capacity.report(len(config.tasks), config.api.rate_limit, config.refresh)
+    for warning in (*config.warnings, *costs):
         print(f"warning: {warning}", file=sys.stderr)
     print(
         f"{args.config_file}: valid; {len(config.tasks)} watched tasks, endpoint "
-        f"{config.api.endpoint}, budget {config.api.rate_limit.requests} requests per "
-        f"{config.api.rate_limit.period:g}s"
+        f"{config.api.endpoint}"
     )
+    for line in lines:
+        print(f"  {line}")
     return EXIT_OK
 
 
@@ -176,9 +186,10 @@ def query(args: argparse.Namespace) -> int:
         for task in tasks:
             ex = client.exchange(task.trans_no)
             if ex.answer is not None:
-                state = TaskState(answer=ex.answer, answered_at=time.time(), query_ok=True)
+                state = answered(NEVER_ASKED, ex.answer, time.time())
             else:
-                state = TaskState(last_error=ex.error.code if ex.error else None)
+                assert ex.error is not None
+                state = failed(NEVER_ASKED, ex.error, time.time())
             states[task.trans_no] = state
             results.append(_query_result(task.trans_no, ex, state))
     finally:
@@ -260,7 +271,9 @@ def demo_config(endpoint: str, trans_nos: Sequence[str]) -> Config:
         Task(t, (("campaign", "spring"),) if i % 3 == 0 else ()) for i, t in enumerate(trans_nos)
     )
     api = ApiConfig(
-        access_key_id=DEMO_ACCESS_KEY_ID, access_key_secret=DEMO_SECRET, endpoint=endpoint
+        access_key_id=DEMO_ACCESS_KEY_ID,
+        access_key_secret=DEMO_ACCESS_KEY_SECRET,
+        endpoint=endpoint,
     )
     refresh = RefreshConfig(successful=60.0, failed=120.0, error=15.0, error_max=120.0)
     return Config(api=api, refresh=refresh, tasks=tasks, source="<demo>")
@@ -268,9 +281,15 @@ def demo_config(endpoint: str, trans_nos: Sequence[str]) -> Config:
 
 def serve(args: argparse.Namespace) -> int:
     """Serve /metrics until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
+    import shutil
+    import tempfile
+
     from exporter.httpserver import HTTPServer
     from exporter.server import make_app
-    from exporter.service import Exporter, TaskFileWatcher
+    from exporter.service import Exporter
+    from exporter.store.backends import open_store
+    from exporter.store.sqlite import StoreLockedError
+    from exporter.watcher import TaskFileWatcher
     from exporter.webconfig import WebConfigError, load_web_config
 
     try:
@@ -284,24 +303,36 @@ def serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     simulator = None
-    if args.demo:
+    demo_dir = None
+    loaded: Config | None = None
+    if not args.demo:
+        loaded = _load(args.config_file)
+        if loaded is None:
+            return EXIT_USAGE
+        for warning in loaded.warnings:
+            log.warning(warning)
+    try:
+        if loaded is None:  # the demo keeps its state in a folder of its own, removed at exit
+            demo_dir = tempfile.mkdtemp(prefix="cloudvod-concat-demo-")
+            store = open_store(demo_dir, StorageConfig())
+        else:
+            store = open_store(args.storage_path, loaded.storage)
+    except StoreLockedError as exc:
+        log.error("cannot open the state store", extra={"err": str(exc)})
+        return EXIT_FAILURE
+    if loaded is None:
         from exporter.simulator import SimulatorServer, demo_tasks
 
         sim_tasks = demo_tasks(time.time())
         simulator = SimulatorServer(
-            sim_tasks, credentials={DEMO_ACCESS_KEY_ID: DEMO_SECRET}
+            sim_tasks, credentials={DEMO_ACCESS_KEY_ID: DEMO_ACCESS_KEY_SECRET}
         ).start()
         config = demo_config(simulator.url, [t.trans_no for t in sim_tasks])
-        exporter = Exporter(config)
         log.info("demo mode: built-in simulator", extra={"url": simulator.url})
+        exporter = Exporter(config, store=store)
     else:
-        loaded = _load(args.config_file)
-        if loaded is None:
-            return EXIT_USAGE
         path = args.config_file
-        exporter = Exporter(loaded, loader=lambda: load_config(path))
-        for warning in loaded.warnings:
-            log.warning(warning)
+        exporter = Exporter(loaded, store=store, loader=lambda: load_config(path))
 
     try:
         server = HTTPServer(make_app(exporter, args.telemetry_path), args.listen_address, web)
@@ -311,6 +342,8 @@ def serve(args: argparse.Namespace) -> int:
         exporter.close()
         if simulator is not None:
             simulator.stop()
+        if demo_dir is not None:
+            shutil.rmtree(demo_dir, ignore_errors=True)
         return EXIT_FAILURE
 
     watcher = None
@@ -344,4 +377,6 @@ def serve(args: argparse.Namespace) -> int:
     exporter.close()
     if simulator is not None:
         simulator.stop()
+    if demo_dir is not None:
+        shutil.rmtree(demo_dir, ignore_errors=True)
     return EXIT_OK

@@ -29,12 +29,10 @@ from exporter.errors import (
     ApiThrottled,
     ApiTimeout,
 )
+from exporter.protocol import CONTENT_TYPE, QUERY_PATH, REQUEST_ID_HEADER, THROTTLE_HTTP_STATUSES
 
 log = logging.getLogger(__name__)
 
-QUERY_PATH = "/vod/videoManage/videoConcatQuery"
-CONTENT_TYPE = "application/json; charset=utf-8"
-THROTTLE_STATUSES = frozenset({429, 503})
 _CHUNK = 16384
 
 
@@ -148,7 +146,7 @@ class CloudVodClient:
             ) as response:
                 ex.status = response.status_code
                 ex.response_headers = dict(response.headers)
-                ex.request_id = response.headers.get("X-WS-RequestId")
+                ex.request_id = response.headers.get(REQUEST_ID_HEADER)
                 ex.response_body = self._read_bounded(response, started, ex.request_id)
         except (
             requests.exceptions.ChunkedEncodingError,
@@ -167,7 +165,7 @@ class CloudVodClient:
             raise ApiConnectionError(f"request failed: {_reason(exc)}") from None
         if ex.status != 200:
             message = ex.response_body[:200].decode("utf-8", "replace").strip()
-            if ex.status in THROTTLE_STATUSES:
+            if ex.status in THROTTLE_HTTP_STATUSES:
                 raise ApiThrottled(
                     f"HTTP {ex.status}: {message}",
                     retry_after=_retry_after(ex.response_headers.get("Retry-After")),

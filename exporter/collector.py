@@ -1,24 +1,25 @@
-"""Cached answers -> Prometheus metric families. Never calls the API and never raises.
+"""Cached answers -> Prometheus metric families and exposition text. Never calls the API.
 
-The `/metrics` handler refreshes the scheduler's cache first; `collect()` only reads it, so
-registering a collector or rendering an exposition never costs a request. `exposition()` renders
-the same bytes as prometheus_client from exposition text kept per task, which a scrape of
-thousands of unchanged tasks only has to join.
+The `/metrics` handler refreshes the scheduler's states first; the collectors only read them, so
+registering a collector or rendering an exposition never costs a request. One renderer,
+`exposition()`, writes the same bytes as prometheus_client: the per-task part from exposition text
+kept per task (a scrape of thousands of unchanged tasks only joins it), the rest through
+prometheus_client. Which format to write is the web layer's decision.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import math
 import platform
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from prometheus_client import generate_latest
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
@@ -29,7 +30,8 @@ from exporter import __version__
 from exporter import metrics as m
 from exporter.answers import VideoInfo
 from exporter.config import Task
-from exporter.scheduler import TaskState
+from exporter.protocol import STATUS_LABELS, TaskStatus
+from exporter.state import NEVER_ASKED, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ Lines = tuple[bytes, ...]  # one task's exposition lines, one UTF-8 chunk per PE
 
 DURATION_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-_UNKNOWN = TaskState()  # one shared object, so a never-answered task's rendering stays cached
+_UNKNOWN = NEVER_ASKED  # one shared object, so a never-answered task's rendering stays cached
 _SLOTS: dict[str, int] = {d.name: i for i, d in enumerate(m.PER_TASK)}  # family -> its index
 # Label names the exposition writes as they are (user labels are checked against this on load).
 _PLAIN_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -55,7 +57,7 @@ def _family(definition: m.MetricDef) -> Metric:
     return Metric(name, definition.help, definition.type)
 
 
-class _Families(Collector):
+class Families(Collector):
     """A collector serving fixed families (to have prometheus_client render them)."""
 
     def __init__(self, families: Sequence[Metric]) -> None:
@@ -82,22 +84,22 @@ def _headers(openmetrics_format: bool) -> Lines:
     if openmetrics_format:
         eof = b"# EOF\n"
         return tuple(
-            _openmetrics_latest(_Families([_family(d)])).removesuffix(eof) for d in m.PER_TASK
+            _openmetrics_latest(Families([_family(d)])).removesuffix(eof) for d in m.PER_TASK
         )
-    return tuple(generate_latest(_Families([_family(d)])) for d in m.PER_TASK)
+    return tuple(generate_latest(Families([_family(d)])) for d in m.PER_TASK)
 
 
 class TaskCollector(Collector):
-    """Every watched task's series, from the scheduler's cached answers.
+    """Every watched task's series, from the scheduler's states.
 
     cloudvod_concat_task_status{trans_no="t1",status="processing"} 0
     cloudvod_concat_task_status{trans_no="t1",status="successful"} 1
     cloudvod_concat_video_file_size_bytes{trans_no="t1",clarity="hd",server_type="0"} 8.1e+08
 
-    Both ways of reading it keep each task's rendering until the task's state (or its
-    configuration) is replaced: `collect()` keeps its samples, `render()` its exposition lines.
-    A scrape of 10,000 unchanged tasks then costs `render()` a join of cached bytes, where
-    `generate_latest` over `collect()` formats every sample again (about 5 us each).
+    `render()` keeps each task's exposition lines until the task's state (or its configuration)
+    is replaced, so a scrape of 10,000 unchanged tasks costs a join of cached bytes, where
+    `generate_latest` over `collect()` formats every sample again (about 5 us each). `collect()`
+    serves prometheus_client's own paths (filtered scrapes, formats other than the two below).
     """
 
     def __init__(
@@ -107,8 +109,6 @@ class TaskCollector(Collector):
     ) -> None:
         self._tasks = tasks
         self._states = states
-        self._cache: dict[str, tuple[TaskState, Task, list[Samples]]] = {}
-        self._cache_lock = threading.Lock()
         self._text: dict[str, tuple[TaskState, Task, Lines]] = {}
         self._text_lock = threading.Lock()
 
@@ -118,22 +118,12 @@ class TaskCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         """One family per per-task metric, one group of samples per watched task."""
-        tasks = self._tasks()
         states = self._states()
         families = [_family(d) for d in m.PER_TASK]
-        fresh: dict[str, tuple[TaskState, Task, list[Samples]]] = {}
-        with self._cache_lock:
-            for task in tasks:
-                state = states.get(task.trans_no, _UNKNOWN)
-                cached = self._cache.get(task.trans_no)
-                if cached is not None and cached[0] is state and cached[1] is task:
-                    per_family = cached[2]
-                else:
-                    per_family = _task_samples(task, state)
-                fresh[task.trans_no] = (state, task, per_family)
-                for family, samples in zip(families, per_family, strict=True):
-                    family.samples.extend(samples)
-            self._cache = fresh
+        for task in self._tasks():
+            per_family = _task_samples(task, states.get(task.trans_no, _UNKNOWN))
+            for family, samples in zip(families, per_family, strict=True):
+                family.samples.extend(samples)
         return families
 
     def render(self, *, openmetrics_format: bool = False) -> list[bytes] | None:
@@ -169,13 +159,13 @@ class TaskCollector(Collector):
         return out
 
 
-def render_exposition(
+def exposition(
     tasks: TaskCollector, others: Sequence[Collector] = (), *, openmetrics_format: bool = False
 ) -> bytes:
     """The exposition of a registry holding `tasks` and then `others`, byte for byte.
 
-    The text format (0.0.4) of `generate_latest`, or OpenMetrics 1.0.0 when asked; the per-task
-    part comes from the text `tasks` keeps per task, the rest is rendered by prometheus_client.
+    The text format (0.0.4) of `generate_latest`, or OpenMetrics 1.0.0 when asked. Metric and
+    label names here are all plain, so every name-escaping scheme writes these same bytes.
     """
     encode = _openmetrics_latest if openmetrics_format else generate_latest
     chunks = tasks.render(openmetrics_format=openmetrics_format)
@@ -183,28 +173,6 @@ def render_exposition(
         return encode(_Collectors([tasks, *others]))
     chunks.append(encode(_Collectors(others)))
     return b"".join(chunks)
-
-
-def exposition(
-    accept_header: str | None, tasks: TaskCollector, others: Sequence[Collector] = ()
-) -> tuple[bytes, str]:
-    """The body (before compression) and Content-Type that prometheus_client's `make_wsgi_app`
-    serves for this Accept header, from a registry holding `tasks` and then `others`.
-
-    The formats whose output the per-task text cache reproduces byte for byte (text 0.0.4 and
-    OpenMetrics, with the default name escaping or none) come from it; anything else from
-    prometheus_client. Filtering with `name[]` is not handled here.
-    """
-    encoder, content_type = choose_encoder(accept_header or "")
-    function = getattr(encoder, "func", encoder)
-    escaping = getattr(encoder, "keywords", {}).get("escaping", openmetrics.UNDERSCORES)
-    if escaping in {openmetrics.UNDERSCORES, openmetrics.ALLOWUTF8} and function in {
-        generate_latest,
-        openmetrics.generate_latest,
-    }:
-        openmetrics_format = function is openmetrics.generate_latest
-        return render_exposition(tasks, others, openmetrics_format=openmetrics_format), content_type
-    return bytes(encoder(_Collectors([tasks, *others]))), content_type
 
 
 def task_families(task: Task, state: TaskState) -> list[Metric]:
@@ -283,10 +251,11 @@ def _build(task: Task, state: TaskState) -> list[Points]:
             out[_SLOTS[d.name]].append((labels, float(value)))
 
     current = state.status
-    for status in m.STATUS_VALUES:
+    for status in STATUS_LABELS:
         add(m.TASK_STATUS, 1.0 if status == current else 0.0, status=status)
     add(m.TASK_QUERY_SUCCESS, 1.0 if state.query_ok else 0.0)
     add(m.TASK_LAST_SUCCESS, state.answered_at)
+    add(m.TASK_QUERIED, 1.0 if state.queried else 0.0)
     answer = state.answer
     if answer is not None:
         add(m.TASK_STATUS_CODE, answer.status)
@@ -380,10 +349,29 @@ class ExporterStatus:
     collect_seconds: float
     reload_ok: bool
     reload_timestamp: float | None
+    pause_seconds: float = 0.0
+    storage_backend: str = "memory"
+    storage_up: bool = True
+    replicas: int = 1
+    # per status label: the achieved and configured refresh intervals, the oldest check's age
+    refresh_interval: Mapping[str, float] = field(default_factory=dict)
+    refresh_target: Mapping[str, float] = field(default_factory=dict)
+    age_max: Mapping[str, float] = field(default_factory=dict)
+
+
+def oldest_check_age(states: Iterable[TaskState], now: float) -> dict[str, float]:
+    """Per status, the time since the longest-waiting task of that status was last asked."""
+    oldest: dict[str, float] = {}
+    for state in states:
+        if state.answer is None or state.checked_at is None:
+            continue
+        label = state.answer.status.label
+        oldest[label] = min(oldest.get(label, math.inf), state.checked_at)
+    return {label: max(0.0, now - t) for label, t in oldest.items()}
 
 
 class ExporterCollector(Collector):
-    """The exporter's own metrics: API use, budget, backlog, reloads, build info."""
+    """The exporter's own metrics: API use, budget, backlog, reloads, storage, build info."""
 
     def __init__(self, status: Callable[[], ExporterStatus], api: ApiStats) -> None:
         self._status = status
@@ -404,12 +392,33 @@ class ExporterCollector(Collector):
             (m.COLLECT_DURATION, status.collect_seconds),
             (m.CONFIG_RELOAD_OK, 1.0 if status.reload_ok else 0.0),
             (m.CONFIG_RELOAD_TS, status.reload_timestamp),
+            (m.API_PAUSE, status.pause_seconds),
         ]
         for definition, value in gauges:
             family = _family(definition)
             if value is not None:
                 family.add_sample(definition.name, {}, float(value))
             yield family
+        by_status = (
+            (m.REFRESH_INTERVAL, status.refresh_interval),
+            (m.REFRESH_INTERVAL_TARGET, status.refresh_target),
+            (m.ANSWER_AGE_MAX, status.age_max),
+        )
+        for definition, values in by_status:
+            family = _family(definition)
+            for s in TaskStatus:
+                value = values.get(s.label)
+                if value is not None and math.isfinite(value):
+                    family.add_sample(definition.name, {"status": s.label}, float(value))
+            yield family
+        storage = _family(m.STORAGE_UP)
+        storage.add_sample(
+            m.STORAGE_UP.name, {"backend": status.storage_backend}, float(status.storage_up)
+        )
+        yield storage
+        replicas = _family(m.REPLICAS)
+        replicas.add_sample(m.REPLICAS.name, {}, float(status.replicas))
+        yield replicas
         build = _family(m.BUILD_INFO)
         build.add_sample(
             m.BUILD_INFO.name,

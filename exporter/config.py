@@ -29,12 +29,13 @@ from urllib.parse import urlsplit
 import yaml
 
 from exporter.metrics import RESERVED_LABELS
+from exporter.protocol import (
+    DEFAULT_ENDPOINT,
+    ENV_ACCESS_KEY_ID,
+    ENV_ACCESS_KEY_SECRET,
+    TRANS_NO_RE,
+)
 
-DEFAULT_ENDPOINT = "https://api.cloudv.haplat.net"
-ENV_ACCESS_KEY_ID = "CLOUDVOD_ACCESS_KEY_ID"
-ENV_ACCESS_KEY_SECRET = "CLOUDVOD_ACCESS_KEY_SECRET"
-
-TRANS_NO_RE = re.compile(r"\A[A-Za-z0-9_-]{1,32}\Z")
 LABEL_NAME_RE = re.compile(r"\A[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 _DURATION_RE = re.compile(
@@ -63,6 +64,7 @@ class RateLimit:
 
     requests: int = 300
     period: float = 300.0
+    probe_share: float = 0.05  # share of the budget probes of unwatched tasks may spend
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class RefreshConfig:
     failed: float = 21600.0
     error: float = 60.0
     error_max: float = 1800.0  # cap of the exponential backoff after repeated failures
+    final_share: float = 0.1  # share of the budget kept for final refreshes while any is due
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,23 @@ class ScrapeConfig:
 
     timeout: float = 10.0  # used when Prometheus sends no X-Prometheus-Scrape-Timeout-Seconds
     timeout_offset: float = 0.5  # safety margin subtracted from Prometheus's scrape timeout
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """A Redis (or Valkey) shared by replicas: one budget, one answer cache, one claim per task."""
+
+    url: str = field(repr=False)  # redis:// or rediss://; may hold a password
+    password: str | None = field(default=None, repr=False)  # from password_file
+    key_prefix: str = "cloudvod-concat:"
+    timeout: float = 1.0  # one Redis operation; slower counts as unreachable
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where state is kept beside --storage.path: nothing here means the local SQLite file."""
+
+    redis: RedisConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +133,7 @@ class Config:
     api: ApiConfig
     refresh: RefreshConfig = RefreshConfig()
     scrape: ScrapeConfig = ScrapeConfig()
+    storage: StorageConfig = StorageConfig()
     tasks: tuple[Task, ...] = ()
     task_files: tuple[str, ...] = ()  # absolute glob patterns
     max_tasks: int = 10_000
@@ -242,6 +263,7 @@ def parse_config(
     api, secrets = _parse_api(report, top.get("api"), base_dir, env)
     refresh = _parse_refresh(report, top.get("refresh"))
     scrape = _parse_scrape(report, top.get("scrape"))
+    storage = _parse_storage(report, top.get("storage"), base_dir, secrets)
     max_tasks = _field(report, top, "max_tasks", 10_000, _int_between(1))
 
     groups = [_parse_tasks(report, top.get("tasks"), source or "configuration")]
@@ -261,6 +283,7 @@ def parse_config(
         api=api,
         refresh=refresh,
         scrape=scrape,
+        storage=storage,
         tasks=tasks,
         task_files=tuple(patterns),
         max_tasks=max_tasks,
@@ -271,7 +294,7 @@ def parse_config(
 
 # --- walking the YAML: a problems list and a path -------------------------------------------
 
-_TOP_KEYS = ("api", "refresh", "scrape", "tasks", "task_files", "max_tasks")
+_TOP_KEYS = ("api", "refresh", "scrape", "storage", "tasks", "task_files", "max_tasks")
 _API_KEYS = (
     "endpoint",
     "access_key_id",
@@ -455,7 +478,9 @@ def _parse_api(
         return ApiConfig(access_key_id="", access_key_secret=""), secrets
     key_id = _access_key_id(report, section, env)
     secret = _access_key_secret(report, section, base_dir, env_secret, secrets)
-    rate = _section(report, section.get("rate_limit"), "api.rate_limit", ("requests", "period"))
+    rate = _section(
+        report, section.get("rate_limit"), "api.rate_limit", ("requests", "period", "probe_share")
+    )
     rate = rate or {}
     api = ApiConfig(
         access_key_id=key_id,
@@ -466,6 +491,9 @@ def _parse_api(
         rate_limit=RateLimit(
             requests=_field(report, rate, "api.rate_limit.requests", 300, _int_between(1)),
             period=_field(report, rate, "api.rate_limit.period", 300.0, _positive_duration),
+            probe_share=_field(
+                report, rate, "api.rate_limit.probe_share", RateLimit.probe_share, _fraction
+            ),
         ),
         timezone=_field(report, section, "api.timezone", ApiConfig.timezone, _timezone),
         max_response_bytes=_field(
@@ -531,9 +559,10 @@ def _access_key_secret(
     return env_secret
 
 
-def _read_secret_file(report: _Report, value: object, base_dir: Path) -> str:
+def _read_secret_file(
+    report: _Report, value: object, base_dir: Path, where: str = "api.access_key_secret_file"
+) -> str:
     """The stripped content of the secret file; problems name the file, never its content."""
-    where = "api.access_key_secret_file"
     if not isinstance(value, str) or not value:
         report.add(where, f"must be a file path, got {_show(value)}")
         return ""
@@ -566,7 +595,10 @@ def _parse_refresh(report: _Report, value: object) -> RefreshConfig:
     """The refresh section."""
     section = (
         _section(
-            report, value, "refresh", ("processing", "successful", "failed", "error", "error_max")
+            report,
+            value,
+            "refresh",
+            ("processing", "successful", "failed", "error", "error_max", "final_share"),
         )
         or {}
     )
@@ -586,7 +618,86 @@ def _parse_refresh(report: _Report, value: object) -> RefreshConfig:
         failed=_field(report, section, "refresh.failed", 21600.0, _duration),
         error=error,
         error_max=error_max,
+        final_share=_field(
+            report, section, "refresh.final_share", RefreshConfig.final_share, _fraction
+        ),
     )
+
+
+_REDIS_KEYS = ("url", "password_file", "key_prefix", "timeout")
+
+
+def _parse_storage(
+    report: _Report, value: object, base_dir: Path, secrets: list[str]
+) -> StorageConfig:
+    """The storage section: optionally a Redis shared by replicas."""
+    section = _section(report, value, "storage", ("redis",)) or {}
+    if "redis" not in section:
+        return StorageConfig()
+    redis = _section(report, section["redis"], "storage.redis", _REDIS_KEYS)
+    if redis is None:
+        return StorageConfig()
+    if "url" not in redis:
+        report.add("storage.redis.url", "is required (redis://host:port/db or rediss://…)")
+        return StorageConfig()
+    url = _field(report, redis, "storage.redis.url", "", _redis_url)
+    password = urlsplit(url).password if url else None
+    if password:
+        secrets.append(password)
+    password_file = None
+    if "password_file" in redis:
+        password_file = _read_secret_file(
+            report, redis["password_file"], base_dir, "storage.redis.password_file"
+        )
+        if password_file:
+            secrets.append(password_file)
+    if not url:
+        return StorageConfig()
+    return StorageConfig(
+        RedisConfig(
+            url=url,
+            password=password_file or None,
+            key_prefix=_field(
+                report, redis, "storage.redis.key_prefix", RedisConfig.key_prefix, _key_prefix
+            ),
+            timeout=_field(
+                report, redis, "storage.redis.timeout", RedisConfig.timeout, _positive_duration
+            ),
+        )
+    )
+
+
+def _redis_url(value: object) -> str:
+    """A redis:// or rediss:// URL (never echoed: it may hold a password)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a redis:// or rediss:// URL")
+    url = urlsplit(value)
+    if url.scheme not in ("redis", "rediss") or not url.hostname:
+        raise ValueError("must be a redis:// or rediss:// URL with a host")
+    try:
+        url.port  # noqa: B018 -- urlsplit checks the port only when it is read
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    db = url.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ValueError("the path must be a database number such as /0")
+    return value
+
+
+def _key_prefix(value: object) -> str:
+    """A non-empty key prefix without spaces."""
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ValueError(f"must be a non-empty string without spaces, got {_show(value)}")
+    return value
+
+
+def _fraction(value: object) -> float:
+    """A number from 0 to 1 (a share of the budget)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number from 0 to 1, got {_show(value)}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"must be a number from 0 to 1, got {_show(value)}")
+    return float(value)
 
 
 def _parse_scrape(report: _Report, value: object) -> ScrapeConfig:

@@ -53,6 +53,13 @@ TASK_LAST_SUCCESS = _d(
     "When this task was last answered, as Unix seconds.",
     per_task=True,
 )
+TASK_QUERIED = _d(
+    "task_queried",
+    "gauge",
+    "1 once the task has been asked since it was added (answered or failed), "
+    "0 while it waits for its first query.",
+    per_task=True,
+)
 TASK_INFO = _d("task_info", "gauge", "The vendor's task ID.", ("task_id",), True)
 VIDEO_INFO = _d(
     "video_info",
@@ -123,6 +130,33 @@ CONFIG_RELOAD_TS = _d(
     "gauge",
     "When the configuration was last loaded successfully, as Unix seconds.",
 )
+API_PAUSE = _d(
+    "api_throttle_pause_seconds",
+    "gauge",
+    "Seconds until sends resume after the API throttled the account (0 when not paused).",
+)
+REFRESH_INTERVAL = _d(
+    "refresh_interval_seconds",
+    "gauge",
+    "The refresh interval the budget achieves for tasks of this status, with the current mix.",
+    ("status",),
+)
+REFRESH_INTERVAL_TARGET = _d(
+    "refresh_interval_target_seconds",
+    "gauge",
+    "The configured refresh interval (refresh.<status>) for tasks of this status.",
+    ("status",),
+)
+ANSWER_AGE_MAX = _d(
+    "answer_age_max_seconds",
+    "gauge",
+    "Time since the longest-waiting task of this status was last asked.",
+    ("status",),
+)
+STORAGE_UP = _d("storage_up", "gauge", "1 while the state store answers, else 0.", ("backend",))
+REPLICAS = _d(
+    "replicas", "gauge", "Exporters seen alive sharing the state store (1 without Redis)."
+)
 BUILD_INFO = _d(
     "exporter_build_info", "gauge", "Version of the exporter.", ("version", "python_version")
 )
@@ -132,6 +166,7 @@ PER_TASK: tuple[MetricDef, ...] = (
     TASK_STATUS_CODE,
     TASK_QUERY_SUCCESS,
     TASK_LAST_SUCCESS,
+    TASK_QUERIED,
     TASK_INFO,
     VIDEO_INFO,
     VIDEO_DURATION,
@@ -156,6 +191,12 @@ EXPORTER: tuple[MetricDef, ...] = (
     COLLECT_DURATION,
     CONFIG_RELOAD_OK,
     CONFIG_RELOAD_TS,
+    API_PAUSE,
+    REFRESH_INTERVAL,
+    REFRESH_INTERVAL_TARGET,
+    ANSWER_AGE_MAX,
+    STORAGE_UP,
+    REPLICAS,
     BUILD_INFO,
 )
 
@@ -166,8 +207,6 @@ RESERVED_LABELS: frozenset[str] = frozenset(
     {label for metric in ALL for label in metric.labels} | {"le", "job", "instance"}
 )
 
-STATUS_NAMES: dict[int, str] = {1: "processing", 2: "successful", 3: "failed"}
-STATUS_VALUES: tuple[str, ...] = ("processing", "successful", "failed", "unknown")
 CLARITY_NAMES: dict[int, str] = {
     1: "original",
     2: "ld",

@@ -1,35 +1,48 @@
-"""Which tasks to ask about, when, and how many at once.
+"""The executor: refresh rounds over a small thread pool, within the budget and the deadline.
 
-A scrape calls `Scheduler.refresh(deadline)`. The scheduler picks the tasks whose answer is older
-than `refresh.<status>` (never-answered first, then the most overdue), sends as many as the rate
-budget allows over a small thread pool, and returns at the deadline whether or not the round has
-finished; unfinished requests complete in the background. Scrapes that arrive while a round is
-running join it instead of starting another: the API is never asked twice for a task in a round.
+A scrape calls `Scheduler.refresh(timeout)`. The policy picks the due tasks in order of their
+claim on the budget; each is claimed in the store (so no other round or replica asks about it at
+the same time), admitted by the budget, asked, and its new state recorded in the store. The scrape
+returns at its deadline whether or not the round has finished; unfinished requests complete in
+the background, and scrapes that arrive while a round runs join it instead of starting another.
+
+What a task's state becomes is `exporter.state`'s business, the order `exporter.policy`'s, the
+window and pauses `exporter.budget`'s; this module only runs things.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
-from exporter.answers import STILL_PROCESSING, TaskAnswer
-from exporter.client import TaskQuerier
-from exporter.config import RefreshConfig
-from exporter.errors import ApiError, ApiInvalidResponse, ApiThrottled
-from exporter.metrics import STATUS_NAMES
-from exporter.ratelimit import RateLimiter
+from exporter import state as rules
+from exporter.budget import DEADLINE_SLACK, Budget
+from exporter.client import Exchange
+from exporter.config import Config, RefreshConfig
+from exporter.errors import ApiInvalidResponse, ApiThrottled
+from exporter.policy import Plan, Policy
+from exporter.state import NEVER_ASKED, TaskState
+from exporter.store import Store
 
 log = logging.getLogger(__name__)
 
 PROBED_CACHE_SIZE = 10_000
+
+
+class TaskQuerier(Protocol):
+    """What the scheduler needs from a client."""
+
+    def exchange(self, trans_no: str) -> Exchange:
+        """Ask about one task; the answer or the ApiError is in the Exchange (never raises)."""
+        ...
 
 
 class RequestObserver(Protocol):
@@ -41,30 +54,38 @@ class RequestObserver(Protocol):
 
 
 @dataclass(frozen=True)
-class TaskState:
-    """Everything known about one watched task. Replaced, never mutated."""
+class Settings:
+    """The part of the configuration the scheduler runs by."""
 
-    answer: TaskAnswer | None = None  # the last valid answer
-    answered_at: float | None = None  # wall-clock time of that answer
-    query_ok: bool = False  # whether the latest query got a valid answer
-    failures: int = 0  # consecutive failed queries
-    last_error: str | None = None  # errors_total code of the latest failure
-    checked_at: float = -math.inf  # scheduler-clock time of the last answer or counted failure
+    refresh: RefreshConfig
+    max_concurrency: int
+    timeout: float  # one request's deadline: a claim lasts this long plus a margin
 
-    @property
-    def status(self) -> str:
-        """processing, successful, failed, or unknown when never answered."""
-        return "unknown" if self.answer is None else STATUS_NAMES[self.answer.status]
+    @classmethod
+    def of(cls, config: Config) -> Settings:
+        """The scheduler settings of a configuration."""
+        return cls(config.refresh, config.api.max_concurrency, config.api.timeout)
 
-    def due_at(self, refresh: RefreshConfig) -> float:
-        """When the next refresh is due under this refresh policy (scheduler clock)."""
-        if self.failures:
-            backoff: float = refresh.error * 2.0 ** min(self.failures - 1, 30)
-            return self.checked_at + min(backoff, refresh.error_max)
-        if self.answer is None:
-            return -math.inf
-        intervals = {1: refresh.processing, 2: refresh.successful, 3: refresh.failed}
-        return self.checked_at + intervals[self.answer.status]
+
+class Outcome(enum.Enum):
+    """What happened when a task was to be asked about."""
+
+    ANSWERED = "answered now"
+    FAILED = "asked now; the query failed"
+    CACHED = "answered from cache: the last answer is still fresh"
+    NOT_SENT = "not sent"
+    IN_FLIGHT = "in flight: a query of this task is already running"
+    DEADLINE = "no answer before the deadline"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One task's attempt: the outcome, the state after it, and the exchange if one was sent."""
+
+    outcome: Outcome
+    state: TaskState
+    exchange: Exchange | None = None
+    reason: str = ""  # why it was not sent
 
 
 @dataclass(frozen=True)
@@ -72,7 +93,7 @@ class RoundReport:
     """What a scrape's refresh achieved by its deadline."""
 
     due: int  # tasks that were due when the round started
-    sent: int  # requests finished by the deadline
+    sent: int  # tasks finished by the deadline
     backlog: int  # due tasks deferred (budget) or unfinished (deadline)
     joined: bool  # this scrape joined a round another scrape started
     seconds: float
@@ -81,17 +102,16 @@ class RoundReport:
 class _Round:
     """One refresh round shared by every scrape that arrives while it runs."""
 
-    def __init__(self, queued: list[str], deferred: int, started: float) -> None:
-        self.pending = set(queued)
-        self.deferred = deferred
-        self.due = len(queued) + deferred
-        self.started = started
+    def __init__(self, plan: Plan) -> None:
+        self.pending = set(plan.order)
+        self.deferred = plan.deferred
+        self.due = plan.due
         self.done = threading.Event()
         self._lock = threading.Lock()
-        if not queued:
+        if not self.pending:
             self.done.set()
 
-    def finish(self, trans_no: str, *, deferred: bool = False) -> None:
+    def finish(self, trans_no: str, *, deferred: bool) -> None:
         with self._lock:
             self.pending.discard(trans_no)
             self.deferred += deferred
@@ -106,216 +126,259 @@ class _Round:
 
 
 class Scheduler:
-    """Decides which tasks to refresh and keeps the latest answer of each."""
+    """Decides which tasks to refresh, asks about them, and keeps the latest state of each."""
 
     def __init__(
         self,
         client: TaskQuerier,
-        limiter: RateLimiter,
-        refresh: RefreshConfig,
+        store: Store,
+        budget: Budget,
+        settings: Settings,
         *,
-        max_concurrency: int = 4,
+        final_share: float = 0.1,
         observer: RequestObserver | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.client = client
-        self.limiter = limiter
-        self.refresh_config = refresh
+        self.store = store
+        self.budget = budget
+        self._client = client
+        self._settings = settings
+        self._policy = Policy(final_share)
         self._observer = observer
         self._clock = clock
-        self._wall = wall_clock
         self._lock = threading.Lock()
+        self._known = store.load()  # states from before a restart, until the tasks are set
         self._states: dict[str, TaskState] = {}
         self._probed: OrderedDict[str, TaskState] = OrderedDict()
         self._in_flight: set[str] = set()
         self._round: _Round | None = None
-        self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="cloudvod-query")
+        self._pool = self._new_pool(settings.max_concurrency)
+        self._probe_slots = threading.BoundedSemaphore(max(1, settings.max_concurrency // 2))
+        self.last_plan: Plan | None = None
         self.last_backlog = 0
 
-    # -- the watched set -------------------------------------------------------------------
+    @staticmethod
+    def _new_pool(size: int) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(size, thread_name_prefix="cloudvod-query")
+
+    # -- configuration -----------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force."""
+        return self._settings
+
+    def apply(
+        self,
+        settings: Settings,
+        trans_nos: Iterable[str],
+        *,
+        client: TaskQuerier | None = None,
+        final_share: float | None = None,
+    ) -> None:
+        """Run by new settings, a new task list and (optionally) a new client, all at once.
+
+        States of tasks that stay watched are kept; those of removed tasks are dropped from the
+        store. Due times follow the new refresh policy at once.
+        """
+        wanted = list(dict.fromkeys(trans_nos))
+        old_pool = None
+        with self._lock:
+            if client is not None:
+                self._client = client
+            if final_share is not None:
+                self._policy.final_share = final_share
+            if settings.max_concurrency != self._settings.max_concurrency:
+                old_pool, self._pool = self._pool, self._new_pool(settings.max_concurrency)
+                self._probe_slots = threading.BoundedSemaphore(
+                    max(1, settings.max_concurrency // 2)
+                )
+            self._settings = settings
+            known = {**self._known, **self._states}
+            self._known = {}
+            self._states = {t: known.get(t, NEVER_ASKED) for t in wanted}
+        self.store.retain(wanted)
+        if old_pool is not None:
+            old_pool.shutdown(wait=False)  # what it still runs finishes on its own
 
     def set_tasks(self, trans_nos: Iterable[str]) -> None:
-        """Watch exactly these tasks; answers of tasks that stay watched are kept."""
-        wanted = list(dict.fromkeys(trans_nos))
-        with self._lock:
-            self._states = {t: self._states.get(t, TaskState()) for t in wanted}
-
-    def configure(self, client: TaskQuerier, refresh: RefreshConfig) -> None:
-        """Switch to a new client or refresh policy (after a reload); due times follow at once."""
-        with self._lock:
-            self.client, self.refresh_config = client, refresh
+        """Watch exactly these tasks (settings unchanged)."""
+        self.apply(self._settings, trans_nos)
 
     def states(self) -> Mapping[str, TaskState]:
         """A consistent snapshot of every watched task's state, in configuration order."""
         with self._lock:
             return dict(self._states)
 
-    # -- refresh rounds --------------------------------------------------------------------
-
-    def due_tasks(self) -> list[str]:
-        """The tasks due now: never-answered first, then the most overdue."""
+    def state_of(self, trans_no: str) -> TaskState:
+        """The last known state of a watched or recently probed task."""
         with self._lock:
-            return self._due_locked(self._clock())
+            return self._states.get(trans_no) or self._probed.get(trans_no) or NEVER_ASKED
 
-    def _due_locked(self, now: float) -> list[str]:
-        refresh = self.refresh_config
-        due = []
-        for t, state in self._states.items():
-            due_at = state.due_at(refresh)
-            if due_at <= now and t not in self._in_flight:
-                due.append((state.answer is not None, due_at, t))
-        due.sort()
-        return [t for _, _, t in due]
+    # -- refresh rounds ------------------------------------------------------------------------
 
-    def refresh(self, deadline: float) -> RoundReport:
-        """Refresh what is due within the budget; return by `deadline` (scheduler clock)."""
-        started = self._clock()
+    def refresh(self, timeout: float) -> RoundReport:
+        """Refresh what is due within the budget; return within `timeout` seconds."""
+        started = time.monotonic()
         current, joined = self._join_or_start_round()
-        current.done.wait(max(0.0, deadline - self._clock()))
+        current.done.wait(max(0.0, timeout))
         sent, backlog = current.backlog()
         self.last_backlog = backlog
-        return RoundReport(current.due, sent, backlog, joined, self._clock() - started)
+        return RoundReport(current.due, sent, backlog, joined, time.monotonic() - started)
 
     def _join_or_start_round(self) -> tuple[_Round, bool]:
-        # All under one lock: two scrapes can never both start a round from the same due list,
-        # and a pool swapped by resize() is never used after its shutdown.
+        # All under one lock: two scrapes never both start a round from the same due list, and a
+        # pool swapped by apply() is never used after its shutdown.
         with self._lock:
             if self._round is not None and not self._round.done.is_set():
                 return self._round, True
-            now = self._clock()
-            due = self._due_locked(now)
-            allowance = min(len(due), self.limiter.available())
-            queued = due[:allowance]
-            self._round = _Round(queued, len(due) - allowance, now)
-            self._in_flight.update(queued)
-            for trans_no in queued:
+            self._adopt(self.store.changes())
+            plan = self._policy.plan(
+                self._states,
+                self._settings.refresh,
+                self._clock(),
+                self.budget.available(),
+                self._in_flight,
+            )
+            self.last_plan = plan
+            self._round = _Round(plan)
+            self._in_flight.update(plan.order)
+            for trans_no in plan.order:
                 self._pool.submit(self._run, self._round, trans_no)
-            if due:
-                log.debug("refresh round", extra={"due": len(due), "queued": len(queued)})
+            if plan.due:
+                log.debug("refresh round", extra={"due": plan.due, "queued": len(plan.order)})
             return self._round, False
+
+    def _adopt(self, changes: Mapping[str, TaskState]) -> None:
+        """Take answers other replicas got (lock held)."""
+        for trans_no, new in changes.items():
+            old = self._states.get(trans_no)
+            if old is not None and _newer(new, old):
+                self._states[trans_no] = new
 
     def _run(self, round_: _Round, trans_no: str) -> None:
         deferred = False
         try:
-            if self.limiter.try_acquire():
-                self._query(trans_no)
-            else:
-                deferred = True
+            deferred = self._attempt(trans_no, probe=False).outcome is Outcome.NOT_SENT
+        except Exception:  # a bug must not strand the round
+            log.exception("refresh of a task failed unexpectedly", extra={"trans_no": trans_no})
         finally:
             with self._lock:
                 self._in_flight.discard(trans_no)
             round_.finish(trans_no, deferred=deferred)
 
-    def query_now(
-        self,
-        trans_no: str,
-        querier: Callable[[str], TaskAnswer] | None = None,
-        timeout: float | None = None,
-    ) -> TaskState | None:
-        """Ask about one task now (for /probe), over the pool and within the budget.
+    # -- /probe --------------------------------------------------------------------------------
 
-        None when the budget is spent, the task is already being asked about, or no answer came
-        within `timeout`; a late answer is still recorded when it arrives.
+    def probe(self, trans_no: str, timeout: float) -> Attempt:
+        """Ask about one task now if its answer is not fresh, within the budget and `timeout`.
+
+        A task that is not watched may spend only the probes' share of the budget, and probes
+        never take more than half the pool, so a flood of probes cannot delay watched tasks.
         """
         with self._lock:
+            watched = trans_no in self._states
+            current = self._states.get(trans_no) or self._probed.get(trans_no) or NEVER_ASKED
+            if current.query_ok and rules.due_at(current, self._settings.refresh) > self._clock():
+                return Attempt(Outcome.CACHED, current)
             if trans_no in self._in_flight:
-                return None
+                return Attempt(Outcome.IN_FLIGHT, current)
+            reason = "" if watched else self.budget.refusal(probe=True)
+            if not reason and not self._probe_slots.acquire(blocking=False):
+                reason = "not sent: too many probes in flight"
+            if reason:
+                return Attempt(Outcome.NOT_SENT, current, reason=reason)
             self._in_flight.add(trans_no)
-            future = self._pool.submit(self._probe, trans_no, querier)
+            future: Future[Attempt] = self._pool.submit(self._run_probe, trans_no, not watched)
         try:
-            return future.result(timeout)
+            return future.result(max(0.0, timeout))
         except FutureTimeout:
-            return None
+            return Attempt(Outcome.DEADLINE, self.state_of(trans_no))
 
-    def _probe(
-        self, trans_no: str, querier: Callable[[str], TaskAnswer] | None
-    ) -> TaskState | None:
+    def _run_probe(self, trans_no: str, probe: bool) -> Attempt:
         try:
-            return self._query(trans_no, querier) if self.limiter.try_acquire() else None
+            return self._attempt(trans_no, probe=probe)
         finally:
+            self._probe_slots.release()
             with self._lock:
                 self._in_flight.discard(trans_no)
 
-    def state_of(self, trans_no: str) -> TaskState:
-        """The last known state of a watched or recently probed task."""
-        with self._lock:
-            return self._states.get(trans_no) or self._probed.get(trans_no) or TaskState()
+    # -- one task ------------------------------------------------------------------------------
 
-    def resize(self, max_concurrency: int) -> None:
-        """Use a pool of a new size; requests queued in the old one finish on their own."""
-        with self._lock:
-            old = self._pool
-            self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="cloudvod-query")
-        old.shutdown(wait=False)
-
-    # -- one request -----------------------------------------------------------------------
-
-    def _query(
-        self, trans_no: str, querier: Callable[[str], TaskAnswer] | None = None
-    ) -> TaskState:
-        started = self._clock()
-        error: ApiError | None = None
-        answer: TaskAnswer | None = None
+    def _attempt(self, trans_no: str, *, probe: bool) -> Attempt:
+        """Claim the task, check it is still due, send within the budget, record the outcome."""
+        settings = self._settings
+        if not self.store.claim(trans_no, settings.timeout + DEADLINE_SLACK):
+            return Attempt(Outcome.IN_FLIGHT, self.state_of(trans_no))  # another replica asks
         try:
-            answer = (querier or self.client.query)(trans_no)
-        except ApiError as exc:
-            error = exc
+            stored = self.store.get(trans_no)
+            with self._lock:
+                mine = self._states.get(trans_no)
+                if stored is not None and mine is not None and _newer(stored, mine):
+                    self._states[trans_no] = mine = stored  # another replica just answered
+                if mine is not None and rules.due_at(mine, settings.refresh) > self._clock():
+                    return Attempt(Outcome.CACHED, mine)
+            ticket = self.budget.acquire(probe=probe)
+            if ticket is None:
+                return Attempt(
+                    Outcome.NOT_SENT,
+                    self.state_of(trans_no),
+                    reason=self.budget.refusal(probe=probe),
+                )
+            exchange = self._exchange(trans_no)
+            error = exchange.error
+            self.budget.done(
+                ticket,
+                throttled=isinstance(error, ApiThrottled),
+                retry_after=error.retry_after if isinstance(error, ApiThrottled) else None,
+            )
+            if self._observer is not None:
+                self._observer.observe(exchange.seconds, rules.error_code(exchange.answer, error))
+            new = self._record(trans_no, exchange)
+            outcome = Outcome.ANSWERED if error is None else Outcome.FAILED
+            return Attempt(outcome, new, exchange)
+        finally:
+            self.store.release(trans_no)
+
+    def _exchange(self, trans_no: str) -> Exchange:
+        try:
+            exchange = self._client.exchange(trans_no)
         except Exception as exc:  # a bug or a hostile answer must not kill the worker
             log.exception("unexpected failure querying task", extra={"trans_no": trans_no})
-            error = ApiInvalidResponse(f"unexpected {type(exc).__name__}")
-        seconds = self._clock() - started
-        if self._observer is not None:
-            code = error.code if error is not None else None
-            if answer is not None and answer.api_code == STILL_PROCESSING:
-                code = str(STILL_PROCESSING)
-            self._observer.observe(seconds, code)
-        if isinstance(error, ApiThrottled):
-            # A Retry-After beyond one whole window (or "inf") would silence every task for
-            # good; after a period without sends the window is empty anyway.
-            retry_after = error.retry_after
-            if retry_after is not None:
-                retry_after = min(retry_after, self.limiter.period)
-            pause = self.limiter.throttled(retry_after)
-            log.warning("API throttled the account; pausing requests", extra={"seconds": pause})
-        elif error is None:
-            self.limiter.succeeded()
-        return self._record(trans_no, answer, error)
+            exchange = Exchange(
+                trans_no, error=ApiInvalidResponse(f"unexpected {type(exc).__name__}")
+            )
+        if exchange.answer is None and exchange.error is None:
+            exchange.error = ApiInvalidResponse("no answer and no error")
+        return exchange
 
-    def _record(
-        self, trans_no: str, answer: TaskAnswer | None, error: ApiError | None
-    ) -> TaskState:
+    def _record(self, trans_no: str, exchange: Exchange) -> TaskState:
         now = self._clock()
         with self._lock:
             watched = trans_no in self._states
-            old = (self._states if watched else self._probed).get(trans_no, TaskState())
-            if answer is not None:
-                if answer.api_code == STILL_PROCESSING and old.answer is not None:
-                    # 1560 carries no task details: keep the task ID we knew.
-                    answer = replace(answer, task_id=old.answer.task_id)
-                state = TaskState(
-                    answer=answer, answered_at=self._wall(), query_ok=True, checked_at=now
-                )
-            elif isinstance(error, ApiThrottled):
-                # Not the task's fault: it stays due and is retried once the pause is over.
-                state = replace(old, query_ok=False, last_error=error.code)
+            old = (self._states if watched else self._probed).get(trans_no, NEVER_ASKED)
+            if exchange.answer is not None:
+                new = rules.answered(old, exchange.answer, now)
             else:
-                state = replace(
-                    old,
-                    query_ok=False,
-                    failures=old.failures + 1,
-                    last_error=error.code if error else None,
-                    checked_at=now,
-                )
+                assert exchange.error is not None
+                new = rules.failed(old, exchange.error, now)
             if watched:
-                self._states[trans_no] = state
+                self._states[trans_no] = new
             else:  # probed but not watched: remember a bounded number of them
-                self._probed[trans_no] = state
+                self._probed[trans_no] = new
                 self._probed.move_to_end(trans_no)
                 while len(self._probed) > PROBED_CACHE_SIZE:
                     self._probed.popitem(last=False)
-            return state
+        if watched:
+            self.store.put(trans_no, new)
+        return new
 
     def close(self) -> None:
         """Stop the worker threads; requests in flight finish on their own."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _newer(candidate: TaskState, current: TaskState) -> bool:
+    """Whether a stored state is more recent than the one held."""
+    if candidate.checked_at is None:
+        return False
+    return current.checked_at is None or candidate.checked_at > current.checked_at

@@ -1,40 +1,42 @@
-"""The running exporter: the current configuration, the client, the budget, the scheduler.
+"""The running exporter: the configuration in force and everything built from it.
 
-Everything the web layer serves goes through `Exporter`; the CLI builds one and hands it over.
+`Exporter` wires the client, the store, the budget and the scheduler together, answers what the
+web layer asks (an exposition, a probe, a reload) and applies a new configuration as a whole.
+The CLI builds one and hands it to the web layer.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.registry import Collector
 
-from exporter import logs
-from exporter.answers import TaskAnswer
-from exporter.client import CloudVodClient, Exchange
+from exporter import capacity, logs, probe
+from exporter.budget import Budget, Rate
+from exporter.client import CloudVodClient
 from exporter.collector import (
     ApiStats,
     ExporterCollector,
     ExporterStatus,
     TaskCollector,
-    task_families,
+    exposition,
+    oldest_check_age,
 )
-from exporter.collector import exposition as collector_exposition
-from exporter.config import TRANS_NO_RE, ApiConfig, Config, ConfigError, Task
-from exporter.ratelimit import RateLimiter
-from exporter.scheduler import RoundReport, Scheduler, TaskState
+from exporter.config import ApiConfig, Config, ConfigError, Task
+from exporter.protocol import TaskStatus
+from exporter.scheduler import RoundReport, Scheduler, Settings
+from exporter.store import Store
+from exporter.store.memory import MemoryStore
 
 log = logging.getLogger(__name__)
 
-MIN_DEADLINE = 0.05
-MAX_DEADLINE = 3600.0  # no scrape waits longer; a huge header value would overflow the wait
+_SCRAPE_SMOOTHING = 0.2  # weight of the newest interval in the measured scrape interval
 
 
 def make_client(api: ApiConfig) -> CloudVodClient:
@@ -50,17 +52,10 @@ def make_client(api: ApiConfig) -> CloudVodClient:
     )
 
 
-def make_limiter(api: ApiConfig, clock: Callable[[], float] = time.monotonic) -> RateLimiter:
-    """The account budget for an `api` configuration section."""
-    return RateLimiter(
-        api.rate_limit.requests, api.rate_limit.period, margin=_margin(api), clock=clock
-    )
-
-
-def _margin(api: ApiConfig) -> float:
-    """How much later than its budget slot a request may reach the API: a connect attempt and
-    one retry of it may each take the whole timeout."""
-    return 2 * api.timeout
+def rate_of(api: ApiConfig) -> Rate:
+    """The budget's rate for an `api` configuration section."""
+    limit = api.rate_limit
+    return Rate(limit.requests, limit.period, limit.probe_share)
 
 
 @dataclass
@@ -72,14 +67,6 @@ class ReloadStatus:
     problems: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class ProbeResult:
-    """What `/probe` serves: the exposition and, with debug, a readable report."""
-
-    exposition: bytes
-    debug: str
-
-
 class Exporter:
     """Holds the configuration in force and answers scrapes, probes and reloads."""
 
@@ -87,139 +74,116 @@ class Exporter:
         self,
         config: Config,
         *,
+        store: Store | None = None,
         loader: Callable[[], Config] | None = None,
         client_factory: Callable[[ApiConfig], CloudVodClient] = make_client,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._loader = loader
         self._client_factory = client_factory
         self._clock = clock
-        self._wall = wall_clock
         self._reload_lock = threading.Lock()
         self.config = config
         logs.register_secret(config.api.access_key_secret)
         self.client = client_factory(config.api)
         self.api_stats = ApiStats()
+        self.store: Store = store if store is not None else MemoryStore(clock)
+        self.budget = Budget(
+            self.store, rate_of(config.api), timeout=config.api.timeout, clock=clock
+        )
         self.scheduler = Scheduler(
             self.client,
-            make_limiter(config.api, clock),
-            config.refresh,
-            max_concurrency=config.api.max_concurrency,
+            self.store,
+            self.budget,
+            Settings.of(config),
+            final_share=config.refresh.final_share,
             observer=self.api_stats,
             clock=clock,
-            wall_clock=wall_clock,
         )
         self.scheduler.set_tasks(t.trans_no for t in config.tasks)
-        self.reload_status = ReloadStatus(ok=True, success_timestamp=wall_clock())
+        self.reload_status = ReloadStatus(ok=True, success_timestamp=clock())
         self.ready = True  # an Exporter only exists with a valid configuration
         self.last_collect_seconds = 0.0
+        self.scrape_interval = capacity.DEFAULT_SCRAPE_INTERVAL
+        self._last_scrape: float | None = None
         self.task_collector = TaskCollector(lambda: self.config.tasks, self.scheduler.states)
         self.exporter_collector = ExporterCollector(self.status, self.api_stats)
+        self._others: list[Collector] = [
+            self.exporter_collector,
+            ProcessCollector(registry=None),
+            PlatformCollector(registry=None),
+        ]
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.task_collector)
-        self.registry.register(self.exporter_collector)
+        for collector in self._others:
+            self.registry.register(collector)
 
     # -- scrapes ---------------------------------------------------------------------------
 
-    def deadline_for(self, scrape_timeout: str | None) -> float:
-        """Scheduler-clock deadline from Prometheus's X-Prometheus-Scrape-Timeout-Seconds."""
-        scrape = self.config.scrape
-        seconds = scrape.timeout
-        if scrape_timeout:
-            try:
-                seconds = float(scrape_timeout)
-            except ValueError:
-                seconds = math.nan
-            if not math.isfinite(seconds):  # "inf" would overflow the wait, "nan" cut it to 0
-                log.debug(
-                    "ignoring malformed scrape timeout header", extra={"value": scrape_timeout}
-                )
-                seconds = scrape.timeout
-        budget = min(MAX_DEADLINE, max(MIN_DEADLINE, seconds - scrape.timeout_offset))
-        return self._clock() + budget
-
-    def refresh(self, scrape_timeout: str | None = None) -> RoundReport:
-        """Refresh what is due before the scrape's deadline (shared with concurrent scrapes)."""
-        report = self.scheduler.refresh(self.deadline_for(scrape_timeout))
+    def refresh(self, timeout: float) -> RoundReport:
+        """Refresh what is due within `timeout` seconds (shared with concurrent scrapes)."""
+        now = time.monotonic()
+        if self._last_scrape is not None and now - self._last_scrape > 0.5:
+            # Scrapes of two Prometheus servers a moment apart count as one scrape.
+            self.scrape_interval += _SCRAPE_SMOOTHING * (
+                now - self._last_scrape - self.scrape_interval
+            )
+        self._last_scrape = now
+        report = self.scheduler.refresh(timeout)
         self.last_collect_seconds = report.seconds
         return report
 
-    def exposition(self, accept: str | None) -> tuple[bytes, str]:
-        """The registry's exposition for this Accept header, from text cached per task."""
-        return collector_exposition(accept, self.task_collector, [self.exporter_collector])
+    def exposition(self, *, openmetrics_format: bool = False) -> bytes:
+        """The registry's exposition (text 0.0.4 or OpenMetrics) from text cached per task."""
+        return exposition(self.task_collector, self._others, openmetrics_format=openmetrics_format)
 
     def status(self) -> ExporterStatus:
         """The exporter's own gauges."""
+        states = self.scheduler.states()
+        counts: Counter[TaskStatus | None] = Counter(
+            None if s.answer is None else s.answer.status for s in states.values()
+        )
+        config = self.config
+        cap = capacity.estimate(counts, config.api.rate_limit, config.refresh, self.scrape_interval)
         return ExporterStatus(
-            budget_remaining=self.scheduler.limiter.remaining(),
+            budget_remaining=self.budget.remaining(),
             backlog=self.scheduler.last_backlog,
-            watched=len(self.config.tasks),
+            watched=len(config.tasks),
             collect_seconds=self.last_collect_seconds,
             reload_ok=self.reload_status.ok,
             reload_timestamp=self.reload_status.success_timestamp,
+            pause_seconds=self.budget.paused_for(),
+            storage_backend=self.store.backend,
+            storage_up=self.store.up(),
+            replicas=self.store.replicas(),
+            refresh_interval={s.label: v for s, v in cap.achieved.items()},
+            refresh_target={s.label: v for s, v in cap.target.items()},
+            age_max=oldest_check_age(states.values(), self._clock()),
         )
 
     # -- /probe ----------------------------------------------------------------------------
 
-    def probe(
-        self, trans_no: str, *, debug: bool = False, scrape_timeout: str | None = None
-    ) -> ProbeResult:
-        """Query one task now (within the budget and the scrape's deadline); render its series."""
-        if not TRANS_NO_RE.fullmatch(trans_no):
-            raise ValueError("trans_no must be 1-32 letters, digits, '_' or '-'")
-        task = self._task(trans_no)
-        started = self._clock()
-        exchanges: list[Exchange] = []
+    def probe(self, trans_no: str, *, timeout: float, debug: bool = False) -> probe.ProbeResult:
+        """Ask about one task now unless its answer is fresh; render its series."""
+        probe.check_trans_no(trans_no)
+        started = time.monotonic()
+        attempt = self.scheduler.probe(trans_no, timeout)
+        return probe.render(
+            self.task(trans_no),
+            attempt,
+            seconds=time.monotonic() - started,
+            refresh=self.config.refresh,
+            now=self._clock(),
+            budget_remaining=self.budget.remaining(),
+            debug=debug,
+        )
 
-        def querier(t: str) -> TaskAnswer:
-            exchange = self.client.exchange(t)
-            exchanges.append(exchange)
-            if exchange.error is not None:
-                raise exchange.error
-            assert exchange.answer is not None
-            return exchange.answer
-
-        timeout = max(0.0, self.deadline_for(scrape_timeout) - self._clock())
-        fresh = self.scheduler.query_now(trans_no, querier if debug else None, timeout)
-        state = fresh if fresh is not None else self.scheduler.state_of(trans_no)
-        seconds = self._clock() - started
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Static(_probe_families(task, state, fresh is not None, seconds)))
-        text = ""
-        if debug:
-            text = self._debug_text(trans_no, fresh, state, exchanges, seconds)
-        return ProbeResult(generate_latest(registry), text)
-
-    def _task(self, trans_no: str) -> Task:
+    def task(self, trans_no: str) -> Task:
+        """The watched task (with its labels), or a bare one for an unwatched transNo."""
         for task in self.config.tasks:
             if task.trans_no == trans_no:
                 return task
         return Task(trans_no)
-
-    def _debug_text(
-        self,
-        trans_no: str,
-        fresh: TaskState | None,
-        state: TaskState,
-        exchanges: list[Exchange],
-        seconds: float,
-    ) -> str:
-        lines = [f"trans_no: {trans_no}", f"probe duration: {seconds:.3f}s"]
-        if fresh is None:
-            lines.append(
-                "no fresh answer: the rate budget is spent, a query of this task is in flight,"
-                " or no answer came before the scrape deadline; serving the last known state"
-            )
-        for ex in exchanges:
-            lines += _exchange_lines(ex)
-        lines += [
-            f"status: {state.status}",
-            f"query_success: {int(state.query_ok)}",
-            f"last error: {state.last_error or '-'}",
-            f"budget remaining: {self.scheduler.limiter.remaining()}",
-        ]
-        return logs.scrub("\n".join(lines) + "\n")
 
     # -- reloads ---------------------------------------------------------------------------
 
@@ -249,131 +213,35 @@ class Exporter:
             return []
 
     def apply(self, new: Config) -> None:
-        """Put a validated configuration in force, keeping cached answers of kept tasks."""
+        """Put a validated configuration in force as a whole, keeping answers of kept tasks."""
         old = self.config
         logs.register_secret(new.api.access_key_secret)
-        client = self._client_factory(new.api) if _client_changed(old.api, new.api) else None
-        self.scheduler.limiter.reconfigure(
-            new.api.rate_limit.requests, new.api.rate_limit.period, margin=_margin(new.api)
-        )
-        self.scheduler.configure(client or self.client, new.refresh)
-        if new.api.max_concurrency != old.api.max_concurrency:
-            self.scheduler.resize(new.api.max_concurrency)
-        if client is not None:
-            self.client.close()
-            self.client = client
+        client = self._client_factory(new.api) if new.api != old.api else None
+        self.budget.reconfigure(rate_of(new.api), new.api.timeout)
         # The task list first, then the states: a scrape in between shows new tasks as unknown
         # (they are) and never shows a removed or kept task without its answer.
         self.config = new
-        self.scheduler.set_tasks(t.trans_no for t in new.tasks)
-        self.reload_status = ReloadStatus(ok=True, success_timestamp=self._wall())
+        self.scheduler.apply(
+            Settings.of(new),
+            (t.trans_no for t in new.tasks),
+            client=client,
+            final_share=new.refresh.final_share,
+        )
+        if client is not None:
+            self.client.close()
+            self.client = client
+        self.reload_status = ReloadStatus(ok=True, success_timestamp=self._clock())
         for warning in new.warnings:
             log.warning(warning)
         log.info("configuration loaded", extra={"tasks": len(new.tasks), "source": new.source})
 
     def close(self) -> None:
-        """Stop background work."""
+        """Stop background work and close the store."""
         self.scheduler.close()
         self.client.close()
+        self.store.close()
 
 
 def _unexpected(exc: Exception) -> str:
     """A one-line problem for an error the configuration loader did not anticipate."""
     return f"cannot load the configuration: {type(exc).__name__}: {exc}"[:500]
-
-
-def _client_changed(old: ApiConfig, new: ApiConfig) -> bool:
-    keys = ("endpoint", "access_key_id", "access_key_secret", "timeout", "max_response_bytes")
-    return any(getattr(old, k) != getattr(new, k) for k in keys) or (
-        old.max_concurrency != new.max_concurrency or old.timezone != new.timezone
-    )
-
-
-_SIGNATURE = re.compile(r"Signature=[0-9a-f]+")
-
-
-def _exchange_lines(ex: Exchange) -> list[str]:
-    lines = ["", "request:"]
-    for name, value in ex.request_headers.items():
-        shown = _SIGNATURE.sub("Signature=<redacted>", value) if name == "Authorization" else value
-        lines.append(f"  {name}: {shown}")
-    lines.append(f"  body: {ex.request_body.decode('utf-8', 'replace')}")
-    lines.append(f"response (after {ex.seconds:.3f}s):")
-    lines.append(f"  HTTP status: {ex.status if ex.status is not None else '-'}")
-    lines.append(f"  X-WS-RequestId: {ex.request_id or '-'}")
-    body = ex.response_body[:65536].decode("utf-8", "replace")
-    lines.append(f"  body: {body}")
-    if ex.error is not None:
-        lines.append(f"  error ({ex.error.code}): {ex.error}")
-    lines.append("")
-    return lines
-
-
-class _Static:
-    """A collector serving a fixed list of families (one probe's output)."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> list[Metric]:
-        return self._families
-
-
-def _probe_families(task: Task, state: TaskState, queried: bool, seconds: float) -> list[Metric]:
-    success = GaugeMetricFamily(
-        "probe_success", "1 if the task was queried now and got a valid answer."
-    )
-    success.add_metric([], 1.0 if queried and state.query_ok else 0.0)
-    duration = GaugeMetricFamily("probe_duration_seconds", "How long the probe took.")
-    duration.add_metric([], seconds)
-    return [success, duration, *task_families(task, state)]
-
-
-class TaskFileWatcher:
-    """Reloads the configuration when a file matched by `task_files` appears, changes or goes."""
-
-    def __init__(self, exporter: Exporter, interval: float = 5.0) -> None:
-        self._exporter = exporter
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="task-file-watcher", daemon=True)
-        self._seen = self.fingerprint()
-
-    def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
-        """Path, modification time and size of every file the task_files globs match now."""
-        out = []
-        for path in self._exporter.config.task_file_paths():
-            try:
-                st = path.stat()
-            except OSError:
-                continue
-            out.append((str(path), st.st_mtime_ns, st.st_size))
-        return tuple(out)
-
-    def start(self) -> TaskFileWatcher:
-        """Watch in a daemon thread."""
-        self._thread.start()
-        return self
-
-    def check(self) -> bool:
-        """Reload if the task files changed since the last check; True when a reload ran."""
-        current = self.fingerprint()
-        if current == self._seen:
-            return False
-        log.info("task files changed; reloading")
-        # Remember what was seen before the reload read the files: a change landing while it
-        # reads triggers one more reload instead of being taken as already loaded.
-        self._seen = current
-        self._exporter.reload()
-        return True
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.check()
-            except Exception:
-                log.exception("task file watcher failed")
-
-    def stop(self) -> None:
-        """Stop watching."""
-        self._stop.set()

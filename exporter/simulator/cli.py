@@ -11,11 +11,9 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from exporter.simulator.server import SimulatorServer
+from exporter.protocol import ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET
+from exporter.simulator.server import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, SimulatorServer
 from exporter.simulator.tasks import demo_tasks, generate_tasks
-
-DEFAULT_ACCESS_KEY_ID = "demo-access-key"
-DEFAULT_ACCESS_KEY_SECRET = "demo-secret"  # the public demo credential
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,12 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--access-key-id",
         default=None,
-        help=f"accepted AccessKey ID (env CLOUDVOD_ACCESS_KEY_ID; default {DEFAULT_ACCESS_KEY_ID})",
+        help=f"accepted AccessKey ID (env {ENV_ACCESS_KEY_ID}; default {DEMO_ACCESS_KEY_ID})",
     )
     parser.add_argument(
         "--access-key-secret",
         default=None,
-        help="its secret (env CLOUDVOD_ACCESS_KEY_SECRET; default the demo secret)",
+        help=f"its secret (env {ENV_ACCESS_KEY_SECRET}; default the demo secret)",
     )
     parser.add_argument(
         "--processing-as-1560",
@@ -110,11 +108,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"simulate: --latency={args.latency!r}: {exc}", file=sys.stderr)
         return 2
-    key_id = args.access_key_id or os.environ.get("CLOUDVOD_ACCESS_KEY_ID") or DEFAULT_ACCESS_KEY_ID
+    key_id = args.access_key_id or os.environ.get(ENV_ACCESS_KEY_ID) or DEMO_ACCESS_KEY_ID
     secret = (
-        args.access_key_secret
-        or os.environ.get("CLOUDVOD_ACCESS_KEY_SECRET")
-        or DEFAULT_ACCESS_KEY_SECRET
+        args.access_key_secret or os.environ.get(ENV_ACCESS_KEY_SECRET) or DEMO_ACCESS_KEY_SECRET
     )
     now = time.time()
     tasks = generate_tasks(args.tasks, seed=args.seed, now=now) if args.tasks else demo_tasks(now)

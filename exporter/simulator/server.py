@@ -21,15 +21,18 @@ from typing import Any, Literal, get_args
 from urllib.parse import parse_qs, urlsplit
 
 from exporter import signing
-from exporter.simulator.tasks import TRANS_NO_RE, SimTask, generate_tasks
+from exporter.protocol import QUERY_PATH, TRANS_NO_RE, Code
+from exporter.simulator.tasks import STATUS_PROCESSING, SimTask, generate_tasks
 
 logger = logging.getLogger("exporter.simulator")
 
-QUERY_PATH = "/vod/videoManage/videoConcatQuery"
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 SUCCESS_MESSAGE = "操作成功"
 MAX_SKEW_SECONDS = 300.0
-DEFAULT_CREDENTIALS: Mapping[str, str] = {"demo-access-key": "demo-secret"}
+# The public demo credential: the simulator's default, what --demo and the README use.
+DEMO_ACCESS_KEY_ID = "demo-access-key"
+DEMO_ACCESS_KEY_SECRET = "demo-secret"
+DEFAULT_CREDENTIALS: Mapping[str, str] = {DEMO_ACCESS_KEY_ID: DEMO_ACCESS_KEY_SECRET}
 DEFAULT_STATS_PERIOD = 300.0
 
 FaultKind = Literal[
@@ -44,12 +47,12 @@ _SIGNED_REQUEST_HEADERS = (
     "Host",
 )
 
-_ERROR_MESSAGES = {
-    1000: "parameter error",
-    1560: "the video is being processed",
-    1601: "transNo cannot be empty",
-    1602: "transNo is illegal",
-    1603: "transNo does not exist",
+_ERROR_MESSAGES: dict[int, str] = {
+    Code.PARAMETER_ERROR: "parameter error",
+    Code.STILL_PROCESSING: "the video is being processed",
+    Code.TRANS_NO_EMPTY: "transNo cannot be empty",
+    Code.TRANS_NO_ILLEGAL: "transNo is illegal",
+    Code.TRANS_NO_UNKNOWN: "transNo does not exist",
 }
 
 
@@ -520,17 +523,17 @@ class SimulatorServer:
         if parse_error:
             return _error(1000)
         if not trans_no:
-            return _error(1601)
-        if not TRANS_NO_RE.match(trans_no):
-            return _error(1602)
+            return _error(Code.TRANS_NO_EMPTY)
+        if not TRANS_NO_RE.fullmatch(trans_no):
+            return _error(Code.TRANS_NO_ILLEGAL)
         with self._lock:
             task = self._tasks.get(trans_no)
         now = self.clock()
         status = task.status_at(now) if task is not None else None
         if task is None or status is None:
-            return _error(1603)
-        if status == 1 and self.processing_as_1560:
-            return _error(1560)
+            return _error(Code.TRANS_NO_UNKNOWN)
+        if status == STATUS_PROCESSING and self.processing_as_1560:
+            return _error(Code.STILL_PROCESSING)
         data = task.data_at(now)
         if data_patch:
             _deep_merge(data, data_patch)

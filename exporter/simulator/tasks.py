@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-TRANS_NO_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+from exporter.protocol import TRANS_NO_RE, TaskStatus
+
 VENDOR_TZ = timezone(timedelta(hours=8))  # "YYYY-MM-DD HH:MM:SS" strings are vendor local time
 
 Outcome = Literal["successful", "failed", "processing", "missing"]
 TimeFormat = Literal["unix", "datetime"]
 
-STATUS_PROCESSING = 1
-STATUS_SUCCESSFUL = 2
-STATUS_FAILED = 3
+STATUS_PROCESSING = int(TaskStatus.PROCESSING)
+STATUS_SUCCESSFUL = int(TaskStatus.SUCCESSFUL)
+STATUS_FAILED = int(TaskStatus.FAILED)
 
 
 @dataclass
@@ -189,7 +189,7 @@ def generate_tasks(
     prefix: str = "sim",
 ) -> list[SimTask]:
     """`n` deterministic tasks: a share still processing at `now` (finishing within the maximum)."""
-    if not TRANS_NO_RE.match(f"{prefix}{max(n - 1, 0):06d}"):
+    if not TRANS_NO_RE.fullmatch(f"{prefix}{max(n - 1, 0):06d}"):
         raise ValueError(f"prefix {prefix!r} does not give valid transNos (1-32 of [A-Za-z0-9_-])")
     rng = random.Random(seed)
     tasks: list[SimTask] = []
