@@ -230,7 +230,7 @@ def cold_scrape(endpoint: str, n: int, sizes: Sizes) -> Cold:
     exporter = Exporter(config)
     try:
         started = time.perf_counter()
-        report = exporter.refresh("120")
+        report = exporter.refresh(120)
         refreshed = time.perf_counter()
         generate_latest(exporter.registry)
         rendered = time.perf_counter()
@@ -306,11 +306,11 @@ def figure_b(sizes: Sizes) -> None:
         config = make_config(sim.url, names, concurrency=sizes.concurrency, rate_limit=UNBOUNDED)
         exporter = Exporter(config, clock=clock)
         try:
-            exporter.refresh("120")  # the cold scrape asks about every task
+            exporter.refresh(120)  # the cold scrape asks about every task
             first = sim.stats().requests
             for _ in range(sizes.steady_scrapes):
                 clock.advance(SCRAPE_INTERVAL)
-                exporter.refresh("10")
+                exporter.refresh(10)
                 generate_latest(exporter.registry)
             per_scrape = (sim.stats().requests - first) / sizes.steady_scrapes
         finally:
@@ -334,7 +334,7 @@ def figure_b(sizes: Sizes) -> None:
         try:
             scrapes = 0
             while True:  # until every task has been answered once
-                exporter.refresh("10")
+                exporter.refresh(10)
                 scrapes += 1
                 states = exporter.scheduler.states().values()
                 if all(s.answer is not None for s in states) or scrapes > 10_000:
@@ -343,7 +343,7 @@ def figure_b(sizes: Sizes) -> None:
             first = sim.stats().requests
             for _ in range(sizes.steady_scrapes):
                 clock.advance(SCRAPE_INTERVAL)
-                exporter.refresh("10")
+                exporter.refresh(10)
             stats = sim.stats()
             per_scrape = (stats.requests - first) / sizes.steady_scrapes
             backlog = exporter.scheduler.last_backlog
@@ -490,7 +490,7 @@ def child_d(path: str, endpoint: str, n: int, scrapes: int) -> dict[str, Any]:
     config = make_config(endpoint, sim_names(n, "big"), concurrency=16, rate_limit=UNBOUNDED)
     exporter = Exporter(config)
     started = time.perf_counter()
-    report = exporter.refresh("600")
+    report = exporter.refresh(600)
     fill = time.perf_counter() - started
     if report.backlog or not all(s.query_ok for s in exporter.scheduler.states().values()):
         raise RuntimeError(f"filling the cache failed: {report}")

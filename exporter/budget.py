@@ -185,7 +185,8 @@ class Budget:
             return 0.0
         # A Retry-After beyond one period (or "inf") would silence every task for good; after a
         # period without sends the window is empty anyway.
-        wanted = min(retry_after or 0.0, self._rate.period)
+        wanted = 0.0 if retry_after is None or math.isnan(retry_after) else retry_after
+        wanted = min(max(0.0, wanted), self._rate.period)
         if ticket.sent < pause.until:  # sent before this episode's pause ended: the same episode
             if now + wanted > pause.until:
                 self._store.set_pause(Pause(now + wanted, pause.started, pause.step))

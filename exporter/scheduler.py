@@ -138,6 +138,7 @@ class Scheduler:
         final_share: float = 0.1,
         observer: RequestObserver | None = None,
         clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.budget = budget
@@ -146,6 +147,7 @@ class Scheduler:
         self._policy = Policy(final_share)
         self._observer = observer
         self._clock = clock
+        self._timer = timer  # measures durations (request latency, round length)
         self._lock = threading.Lock()
         self._known = store.load()  # states from before a restart, until the tasks are set
         self._states: dict[str, TaskState] = {}
@@ -153,6 +155,8 @@ class Scheduler:
         self._in_flight: set[str] = set()
         self._round: _Round | None = None
         self._pool = self._new_pool(settings.max_concurrency)
+        # Probes of unwatched tasks may hold half the pool (of its first size: a semaphore that
+        # probes in flight hold cannot be swapped safely).
         self._probe_slots = threading.BoundedSemaphore(max(1, settings.max_concurrency // 2))
         self.last_plan: Plan | None = None
         self.last_backlog = 0
@@ -190,9 +194,6 @@ class Scheduler:
                 self._policy.final_share = final_share
             if settings.max_concurrency != self._settings.max_concurrency:
                 old_pool, self._pool = self._pool, self._new_pool(settings.max_concurrency)
-                self._probe_slots = threading.BoundedSemaphore(
-                    max(1, settings.max_concurrency // 2)
-                )
             self._settings = settings
             known = {**self._known, **self._states}
             self._known = {}
@@ -219,12 +220,12 @@ class Scheduler:
 
     def refresh(self, timeout: float) -> RoundReport:
         """Refresh what is due within the budget; return within `timeout` seconds."""
-        started = time.monotonic()
+        started = self._timer()
         current, joined = self._join_or_start_round()
         current.done.wait(max(0.0, timeout))
         sent, backlog = current.backlog()
         self.last_backlog = backlog
-        return RoundReport(current.due, sent, backlog, joined, time.monotonic() - started)
+        return RoundReport(current.due, sent, backlog, joined, self._timer() - started)
 
     def _join_or_start_round(self) -> tuple[_Round, bool]:
         # All under one lock: two scrapes never both start a round from the same due list, and a
@@ -272,8 +273,10 @@ class Scheduler:
     def probe(self, trans_no: str, timeout: float) -> Attempt:
         """Ask about one task now if its answer is not fresh, within the budget and `timeout`.
 
-        A task that is not watched may spend only the probes' share of the budget, and probes
-        never take more than half the pool, so a flood of probes cannot delay watched tasks.
+        A probe of a task that is not watched may spend only the probes' share of the budget,
+        and such probes never take more than half the pool, so a flood of them cannot delay
+        watched tasks. A probe of a watched task is that task's refresh (the multi-target
+        pattern): it waits for the pool like a round does.
         """
         with self._lock:
             watched = trans_no in self._states
@@ -282,11 +285,12 @@ class Scheduler:
                 return Attempt(Outcome.CACHED, current)
             if trans_no in self._in_flight:
                 return Attempt(Outcome.IN_FLIGHT, current)
-            reason = "" if watched else self.budget.refusal(probe=True)
-            if not reason and not self._probe_slots.acquire(blocking=False):
-                reason = "not sent: too many probes in flight"
-            if reason:
-                return Attempt(Outcome.NOT_SENT, current, reason=reason)
+            if not watched:
+                reason = self.budget.refusal(probe=True)
+                if not reason and not self._probe_slots.acquire(blocking=False):
+                    reason = "not sent: too many probes of unwatched tasks in flight"
+                if reason:
+                    return Attempt(Outcome.NOT_SENT, current, reason=reason)
             self._in_flight.add(trans_no)
             future: Future[Attempt] = self._pool.submit(self._run_probe, trans_no, not watched)
         try:
@@ -294,11 +298,12 @@ class Scheduler:
         except FutureTimeout:
             return Attempt(Outcome.DEADLINE, self.state_of(trans_no))
 
-    def _run_probe(self, trans_no: str, probe: bool) -> Attempt:
+    def _run_probe(self, trans_no: str, unwatched: bool) -> Attempt:
         try:
-            return self._attempt(trans_no, probe=probe)
+            return self._attempt(trans_no, probe=unwatched)
         finally:
-            self._probe_slots.release()
+            if unwatched:
+                self._probe_slots.release()
             with self._lock:
                 self._in_flight.discard(trans_no)
 
@@ -324,7 +329,9 @@ class Scheduler:
                     self.state_of(trans_no),
                     reason=self.budget.refusal(probe=probe),
                 )
+            started = self._timer()
             exchange = self._exchange(trans_no)
+            seconds = self._timer() - started
             error = exchange.error
             self.budget.done(
                 ticket,
@@ -332,7 +339,7 @@ class Scheduler:
                 retry_after=error.retry_after if isinstance(error, ApiThrottled) else None,
             )
             if self._observer is not None:
-                self._observer.observe(exchange.seconds, rules.error_code(exchange.answer, error))
+                self._observer.observe(seconds, rules.error_code(exchange.answer, error))
             new = self._record(trans_no, exchange)
             outcome = Outcome.ANSWERED if error is None else Outcome.FAILED
             return Attempt(outcome, new, exchange)

@@ -78,10 +78,12 @@ class Exporter:
         loader: Callable[[], Config] | None = None,
         client_factory: Callable[[ApiConfig], CloudVodClient] = make_client,
         clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._loader = loader
         self._client_factory = client_factory
         self._clock = clock
+        self._timer = timer
         self._reload_lock = threading.Lock()
         self.config = config
         logs.register_secret(config.api.access_key_secret)
@@ -99,6 +101,7 @@ class Exporter:
             final_share=config.refresh.final_share,
             observer=self.api_stats,
             clock=clock,
+            timer=timer,
         )
         self.scheduler.set_tasks(t.trans_no for t in config.tasks)
         self.reload_status = ReloadStatus(ok=True, success_timestamp=clock())
@@ -120,9 +123,14 @@ class Exporter:
 
     # -- scrapes ---------------------------------------------------------------------------
 
-    def refresh(self, timeout: float) -> RoundReport:
-        """Refresh what is due within `timeout` seconds (shared with concurrent scrapes)."""
-        now = time.monotonic()
+    def refresh(self, timeout: float | None = None) -> RoundReport:
+        """Refresh what is due within `timeout` seconds (shared with concurrent scrapes).
+
+        Without a timeout: the configured scrape.timeout minus scrape.timeout_offset.
+        """
+        if timeout is None:
+            timeout = self.config.scrape.timeout - self.config.scrape.timeout_offset
+        now = self._timer()
         if self._last_scrape is not None and now - self._last_scrape > 0.5:
             # Scrapes of two Prometheus servers a moment apart count as one scrape.
             self.scrape_interval += _SCRAPE_SMOOTHING * (
@@ -166,12 +174,12 @@ class Exporter:
     def probe(self, trans_no: str, *, timeout: float, debug: bool = False) -> probe.ProbeResult:
         """Ask about one task now unless its answer is fresh; render its series."""
         probe.check_trans_no(trans_no)
-        started = time.monotonic()
+        started = self._timer()
         attempt = self.scheduler.probe(trans_no, timeout)
         return probe.render(
             self.task(trans_no),
             attempt,
-            seconds=time.monotonic() - started,
+            seconds=self._timer() - started,
             refresh=self.config.refresh,
             now=self._clock(),
             budget_remaining=self.budget.remaining(),

@@ -6,7 +6,9 @@ import threading
 from collections.abc import Callable
 
 from exporter.answers import TaskAnswer
+from exporter.client import Exchange
 from exporter.errors import ApiError
+from exporter.protocol import TaskStatus
 
 
 class FakeClock:
@@ -56,5 +58,14 @@ class FakeQuerier:
         if trans_no in self.errors:
             raise self.errors[trans_no]()
         return TaskAnswer(
-            trans_no=trans_no, task_id=f"id-{trans_no}", status=self.statuses[trans_no]
+            trans_no=trans_no, task_id=f"id-{trans_no}", status=TaskStatus(self.statuses[trans_no])
         )
+
+    def exchange(self, trans_no: str) -> Exchange:
+        """The scheduler's entry point: `query` wrapped as the real client wraps it."""
+        exchange = Exchange(trans_no)
+        try:
+            exchange.answer = self.query(trans_no)
+        except ApiError as exc:
+            exchange.error = exc
+        return exchange

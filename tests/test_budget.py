@@ -33,7 +33,7 @@ def test_default_budget_is_never_throttled(
     exporter = make_exporter(config, clock=clock)
     backlogs = []
     for _ in range(240):  # one hour of scrapes every 15 s
-        report = exporter.refresh("10")
+        report = exporter.refresh(10)
         assert report.backlog == exporter.status().backlog
         backlogs.append(report.backlog)
         clock.advance(15.0)
@@ -58,7 +58,7 @@ def test_two_replicas_scraping_together_share_rounds(
 
     def scrape() -> None:
         barrier.wait()
-        exporter.refresh("10")
+        exporter.refresh(10)
 
     threads = [threading.Thread(target=scrape) for _ in range(2)]
     for t in threads:

@@ -168,7 +168,8 @@ def test_serve_on_a_busy_port_exits_1(tmp_path: Path, creds: None) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         path = config_file(tmp_path)
-        assert main([f"--config.file={path}", f"--web.listen-address=127.0.0.1:{port}"]) == 1
+        argv = [f"--config.file={path}", f"--web.listen-address=127.0.0.1:{port}"]
+        assert main([*argv, f"--storage.path={tmp_path / 'data'}"]) == 1
 
 
 def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:

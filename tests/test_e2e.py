@@ -32,7 +32,11 @@ def start_exporter(tmp_path: Path, config: Path) -> tuple[Process, str]:
     """The console script serving `config` on a free port, once it is ready."""
     port = free_port()
     exporter = Process(
-        exporter_command(f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"),
+        exporter_command(
+            f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--storage.path={tmp_path / 'data'}",
+        ),
         tmp_path / "exporter.log",
         ENV,
     )

@@ -33,14 +33,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.answers import parse_answer
+from exporter.budget import Budget, Rate
 from exporter.config import Config, RefreshConfig
 from exporter.errors import ApiError, ApiThrottled
 from exporter.httpserver import HTTPServer
-from exporter.ratelimit import RateLimiter
-from exporter.scheduler import Scheduler
+from exporter.scheduler import Scheduler, Settings
 from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import Fault, Rendition, SimTask, SimulatorServer, documented_example
+from exporter.store.memory import MemoryStore
 from tests.conftest import ACCESS_KEY_ID, SECRET, make_config, require_tool
 from tests.fakes import FakeClock, FakeQuerier
 from tests.helpers import Series, parse_exposition, sim_task, value
@@ -169,7 +170,7 @@ def config_for(sim: SimulatorServer, **api: Any) -> Config:
 @contextlib.contextmanager
 def rig(sim: SimulatorServer, **api: Any) -> Iterator[Rig]:
     clock = FakeClock(CLOCK_START)
-    exporter = Exporter(config_for(sim, **api), clock=clock, wall_clock=clock)
+    exporter = Exporter(config_for(sim, **api), clock=clock)
     server = HTTPServer(make_app(exporter), "127.0.0.1:0").start()
     try:
         yield Rig(sim, exporter, server, clock)
@@ -398,7 +399,7 @@ def test_throttling_pauses_every_following_request(start_simulator: Start, statu
         fault = Fault(kind="throttle") if status is None else Fault("http_status", status=status)
         sim.set_fault(FAULTY, fault)
         r.scrape()
-        assert r.exporter.scheduler.limiter.paused_for() > 0
+        assert r.exporter.budget.paused_for() > 0
         sim.clear_faults()
         sim.reset_stats()
 
@@ -410,7 +411,7 @@ def test_throttling_pauses_every_following_request(start_simulator: Start, statu
         assert value(third, STATUS, trans_no=FAULTY, status="successful") == 1
         assert value(third, QUERY_SUCCESS, trans_no=FAULTY) == 0
 
-        r.clock.advance(r.exporter.scheduler.limiter.paused_for() + 1)
+        r.clock.advance(r.exporter.budget.paused_for() + 1)
         fourth = parse_exposition(r.scrape()[0])
         assert sim.stats().per_trans_no == {FAULTY: 1, "processing-task": 1}
         assert value(fourth, QUERY_SUCCESS, trans_no=FAULTY) == 1
@@ -507,18 +508,19 @@ def test_a_hostile_retry_after_pauses_at_most_one_period(retry_after: float) -> 
     clock = FakeClock(CLOCK_START)
     querier = FakeQuerier({"t": 2}, clock=clock)
     querier.errors["t"] = lambda: ApiThrottled("HTTP 429", retry_after=retry_after)
-    limiter = RateLimiter(300, 300.0, clock=clock)
-    scheduler = Scheduler(querier, limiter, RefreshConfig(), clock=clock, wall_clock=clock)
+    store = MemoryStore(clock)
+    budget = Budget(store, Rate(300, 300.0), timeout=10.0, clock=clock)
+    scheduler = Scheduler(querier, store, budget, Settings(RefreshConfig(), 4, 10.0), clock=clock)
     scheduler.set_tasks(["t"])
     try:
-        scheduler.refresh(clock() + 5)
-        paused = limiter.paused_for()
+        scheduler.refresh(5)
+        paused = budget.paused_for()
         assert 0 < paused <= 300.0
         if retry_after == 30.0:
             assert paused == 30.0  # a sensible Retry-After is honoured
         del querier.errors["t"]
         clock.advance(paused + 1)
-        scheduler.refresh(clock() + 5)
+        scheduler.refresh(5)
         assert querier.calls == ["t", "t"]
         assert scheduler.state_of("t").query_ok
     finally:

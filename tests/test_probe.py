@@ -14,6 +14,7 @@ from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import SimulatorServer
 from tests.conftest import SECRET, make_config
+from tests.fakes import FakeClock
 from tests.helpers import App, Series, parse_exposition, sim_task, value, wsgi_call
 
 Start = Callable[..., SimulatorServer]
@@ -100,28 +101,44 @@ def test_invalid_trans_no_is_400_and_sends_nothing(
     assert sim.stats().requests == 0
 
 
-def test_spent_budget_sends_nothing_and_serves_the_last_known_state(
+def test_a_fresh_answer_is_served_from_cache_without_a_request(
     start_simulator: Start, make_exporter: Make
 ) -> None:
-    sim, app = setup(start_simulator, make_exporter, rate_limit=RateLimit(1, 300.0))
+    sim, app = setup(start_simulator, make_exporter)
+    assert value(probe(app, f"trans_no={WATCHED}"), "probe_success") == 1
+    again = probe(app, f"trans_no={WATCHED}")  # successful, refreshed hourly: still fresh
+    assert value(again, "probe_success") == 1
+    assert value(again, "cloudvod_concat_video_size_bytes", trans_no=WATCHED, team="a") == 1000
+    _status, _, body = wsgi_call(app, "/probe", query=f"trans_no={WATCHED}&debug=true")
+    assert "outcome: answered from cache: the last answer is still fresh" in body.decode()
+    assert sim.stats().requests == 1
+
+
+def test_spent_budget_sends_nothing_and_says_so(
+    start_simulator: Start, make_exporter: Make
+) -> None:
+    clock = FakeClock()
+    sim = start_simulator([sim_task(WATCHED, "processing"), sim_task(UNWATCHED)])
+    config = make_config(sim.url, [WATCHED], rate_limit=RateLimit(1, 300.0))
+    app = make_app(make_exporter(config, clock=clock))
     first = probe(app, f"trans_no={WATCHED}")
     assert value(first, "probe_success") == 1
 
+    # Processing: due at once, but the budget is spent. The last answer is younger than
+    # refresh.error (1m): still a success, and the debug text says why nothing was sent.
+    _status, _, body = wsgi_call(app, "/probe", query=f"trans_no={WATCHED}&debug=true")
+    text = body.decode()
+    assert "outcome: not sent: budget spent (1 of 1 requests in the last 300s)" in text
+    assert "probe_success 1.0" in text
+    clock.advance(61)
     again = probe(app, f"trans_no={WATCHED}")
-    labels = {"trans_no": WATCHED, "team": "a"}
-    assert value(again, "probe_success") == 0
-    assert value(again, "cloudvod_concat_task_status", status="successful", **labels) == 1
-    assert value(again, "cloudvod_concat_task_query_success", **labels) == 1
-    assert value(again, "cloudvod_concat_video_size_bytes", **labels) == 1000
+    assert value(again, "probe_success") == 0  # too old to stand for now
+    assert value(again, "cloudvod_concat_task_status", status="processing", trans_no=WATCHED) == 1
+    assert value(again, "cloudvod_concat_task_query_success", trans_no=WATCHED) == 1
 
     never = probe(app, f"trans_no={UNWATCHED}")
     assert value(never, "probe_success") == 0
     assert value(never, "cloudvod_concat_task_status", trans_no=UNWATCHED, status="unknown") == 1
-
-    status, _, body = wsgi_call(app, "/probe", query=f"trans_no={UNWATCHED}&debug=true")
-    text = body.decode()
-    assert status == 200
-    assert "no fresh answer: the rate budget is spent" in text
     assert sim.stats().requests == 1
 
 

@@ -19,8 +19,9 @@ from prometheus_client import generate_latest
 
 from exporter.config import load_config
 from exporter.server import make_app
-from exporter.service import Exporter, TaskFileWatcher
+from exporter.service import Exporter
 from exporter.simulator import SimulatorServer
+from exporter.watcher import TaskFileWatcher
 from tests.conftest import ACCESS_KEY_ID, SECRET, require_tool
 from tests.helpers import App, Series, parse_exposition, sim_task, value, wsgi_call
 
@@ -223,16 +224,16 @@ def test_a_scrape_during_a_reload_sees_the_old_or_the_new_configuration(
     app = make_app(exporter)
     scrape(app)  # ok-1 and ok-2 answered
     scheduler = exporter.scheduler
-    set_tasks = scheduler.set_tasks
+    apply = scheduler.apply
     during: list[Series] = []
 
-    def set_tasks_with_scrapes(trans_nos: Any) -> None:
+    def apply_with_scrapes(*args: Any, **kwargs: Any) -> None:
         # Render the exposition at both sides of the swap of the watched set.
         during.append(parse_exposition(generate_latest(exporter.registry).decode()))
-        set_tasks(trans_nos)
+        apply(*args, **kwargs)
         during.append(parse_exposition(generate_latest(exporter.registry).decode()))
 
-    scheduler.set_tasks = set_tasks_with_scrapes  # type: ignore[method-assign]
+    scheduler.apply = apply_with_scrapes  # type: ignore[method-assign]
     write(path, config_text(sim.url, "- ok-1\n- ok-3\n"))  # ok-2 goes, ok-3 comes
     assert wsgi_call(app, "/-/reload", method="POST")[0] == 200
 

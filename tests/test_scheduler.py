@@ -8,12 +8,15 @@ import time
 
 import pytest
 
+from exporter.budget import Budget, Rate
 from exporter.config import RefreshConfig
 from exporter.errors import ApiCodeError, ApiThrottled, ApiTimeout
-from exporter.ratelimit import RateLimiter
-from exporter.scheduler import Scheduler
+from exporter.policy import Policy
+from exporter.protocol import Code, TaskStatus
+from exporter.scheduler import Outcome, Scheduler, Settings
+from exporter.store.memory import MemoryStore
 from tests.fakes import FakeClock, FakeQuerier
-from tests.test_ratelimit import max_in_any_window
+from tests.test_budget_window import max_in_any_window
 
 REFRESH = RefreshConfig(
     processing=0.0, successful=3600.0, failed=21600.0, error=60.0, error_max=1800.0
@@ -31,16 +34,24 @@ def make(
 ) -> tuple[Scheduler, FakeQuerier, FakeClock]:
     clock = FakeClock()
     querier = FakeQuerier(statuses, clock=clock)
-    limiter = RateLimiter(requests, period, burst=burst, clock=clock)
-    scheduler = Scheduler(
-        querier, limiter, refresh, max_concurrency=concurrency, clock=clock, wall_clock=clock
+    store = MemoryStore(clock)
+    horizon = 60.0 if burst is None else burst * period / requests
+    budget = Budget(
+        store, Rate(requests, period), timeout=10.0, clock=clock, pacing_horizon=horizon
     )
+    scheduler = Scheduler(querier, store, budget, Settings(refresh, concurrency, 10.0), clock=clock)
     scheduler.set_tasks(statuses)
     return scheduler, querier, clock
 
 
 def scrape(scheduler: Scheduler, clock: FakeClock) -> int:
-    return scheduler.refresh(clock() + 30.0).backlog
+    return scheduler.refresh(30.0).backlog
+
+
+def due(scheduler: Scheduler, clock: FakeClock) -> list[str]:
+    """The order the policy would serve the due tasks in, with budget for all."""
+    plan = Policy().plan(scheduler.states(), scheduler.settings.refresh, clock(), 10**9)
+    return list(plan.order)
 
 
 def test_first_scrape_asks_every_task_once_then_final_ones_rest() -> None:
@@ -68,7 +79,7 @@ def test_never_answered_first_then_most_overdue() -> None:
     scheduler.set_tasks(["a", "b", "c", "new"])
     querier.statuses["new"] = 1
     clock.advance(3600)  # a and b overdue by 100 s, c by 3700 s
-    assert scheduler.due_tasks() == ["new", "c", "a", "b"]
+    assert due(scheduler, clock) == ["new", "c", "a", "b"]
 
 
 def test_budget_deferral_is_backlog_and_next_scrape_catches_up_fairly() -> None:
@@ -133,12 +144,12 @@ def test_throttling_pauses_every_request_without_blaming_the_task() -> None:
 
 def test_single_flight_concurrent_scrapes_share_one_round() -> None:
     tasks = {f"t{i}": 1 for i in range(20)}
-    scheduler, querier, clock = make(tasks)
+    scheduler, querier, _clock = make(tasks)
     querier.gate = threading.Event()
     reports = []
 
     def one() -> None:
-        reports.append(scheduler.refresh(clock() + 5.0))
+        reports.append(scheduler.refresh(5.0))
 
     threads = [threading.Thread(target=one) for _ in range(5)]
     for t in threads:
@@ -153,16 +164,16 @@ def test_single_flight_concurrent_scrapes_share_one_round() -> None:
 
 def test_deadline_returns_in_time_and_round_finishes_in_background() -> None:
     tasks = {f"t{i}": 1 for i in range(8)}
-    scheduler, querier, clock = make(tasks, concurrency=2)
+    scheduler, querier, _clock = make(tasks, concurrency=2)
     querier.gate = threading.Event()
     started = time.monotonic()
-    report = scheduler.refresh(clock() + 0.3)  # the fake clock does not move: 0.3 s real wait
+    report = scheduler.refresh(0.3)  # a real wait of 0.3 s
     waited = time.monotonic() - started
     assert waited < 2.0
     assert report.backlog == 8
     assert report.sent == 0
     # the next scrape joins the unfinished round instead of asking again
-    second = scheduler.refresh(clock() + 0.2)
+    second = scheduler.refresh(0.2)
     assert second.joined
     querier.gate.set()
     for _ in range(100):
@@ -170,7 +181,7 @@ def test_deadline_returns_in_time_and_round_finishes_in_background() -> None:
             break
         time.sleep(0.02)
     assert sorted(querier.calls) == sorted(tasks)
-    assert scheduler.refresh(clock() + 1.0).backlog == 0
+    assert scheduler.refresh(1.0).backlog == 0
 
 
 @pytest.mark.parametrize("share_final", [0.5, 0.95])
@@ -212,12 +223,14 @@ def test_set_tasks_keeps_answers_of_kept_tasks_and_drops_removed() -> None:
     assert states["c"].status == "unknown"
 
 
-def test_query_now_respects_budget() -> None:
+def test_probe_respects_budget_and_says_why() -> None:
     scheduler, querier, _clock = make({"a": 1}, requests=1, period=60.0, burst=1)
-    assert scheduler.query_now("a") is not None
-    assert scheduler.query_now("a") is None
+    assert scheduler.probe("a", 5.0).outcome is Outcome.ANSWERED
+    refused = scheduler.probe("a", 5.0)
+    assert refused.outcome is Outcome.NOT_SENT
+    assert refused.reason.startswith("not sent: budget spent (1 of 1 requests")
     assert querier.calls == ["a"]
-    assert scheduler.query_now("unwatched") is None
+    assert scheduler.probe("unwatched", 5.0).outcome is Outcome.NOT_SENT
 
 
 def test_1560_is_processing_and_keeps_task_id() -> None:
@@ -229,7 +242,12 @@ def test_1560_is_processing_and_keeps_task_id() -> None:
 
     def still_processing(trans_no: str) -> TaskAnswer:
         original(trans_no)
-        return TaskAnswer(trans_no=trans_no, task_id="", status=1, api_code=1560)
+        return TaskAnswer(
+            trans_no=trans_no,
+            task_id="",
+            status=TaskStatus.PROCESSING,
+            api_code=Code.STILL_PROCESSING,
+        )
 
     querier.query = still_processing  # type: ignore[method-assign]
     clock.advance(15)
@@ -243,15 +261,15 @@ def test_1560_is_processing_and_keeps_task_id() -> None:
 
 def test_rounds_cut_by_deadlines_leak_no_threads() -> None:
     tasks = {f"t{i}": 1 for i in range(30)}
-    scheduler, querier, clock = make(tasks, concurrency=3)
+    scheduler, querier, _clock = make(tasks, concurrency=3)
     before = threading.active_count()
     querier.gate = threading.Event()
     for _ in range(20):  # every scrape gives up at its deadline while requests hang
-        scheduler.refresh(clock() + 0.01)
+        scheduler.refresh(0.01)
     assert threading.active_count() <= before + 3
     querier.gate.set()
     for _ in range(200):
-        if scheduler.refresh(clock() + 0.05).backlog == 0:
+        if scheduler.refresh(0.05).backlog == 0:
             break
     assert threading.active_count() <= before + 3
     assert sorted(set(querier.calls)) == sorted(tasks)
@@ -259,12 +277,13 @@ def test_rounds_cut_by_deadlines_leak_no_threads() -> None:
 
 
 def test_a_new_refresh_policy_applies_to_answers_already_cached() -> None:
-    scheduler, querier, clock = make({"s": 2, "f": 3})
+    scheduler, _querier, clock = make({"s": 2, "f": 3})
     scrape(scheduler, clock)
     clock.advance(120)
-    assert scheduler.due_tasks() == []  # 1 h and 6 h intervals
-    scheduler.configure(querier, RefreshConfig(successful=60.0, failed=21600.0))
-    assert scheduler.due_tasks() == ["s"]
+    assert due(scheduler, clock) == []  # 1 h and 6 h intervals
+    new = RefreshConfig(successful=60.0, failed=21600.0)
+    scheduler.apply(Settings(new, 4, 10.0), ["s", "f"])
+    assert due(scheduler, clock) == ["s"]
 
 
 def test_resizing_the_pool_during_rounds_never_strands_a_task() -> None:
@@ -276,18 +295,18 @@ def test_resizing_the_pool_during_rounds_never_strands_a_task() -> None:
         size = 1
         while not stop.is_set():
             size = size % 4 + 1
-            scheduler.resize(size)
+            scheduler.apply(Settings(REFRESH, size, 10.0), tasks)
 
     resizer = threading.Thread(target=resize_forever)
     resizer.start()
     try:
         for _ in range(50):
-            scheduler.refresh(clock() + 2.0)
+            scheduler.refresh(2.0)
             clock.advance(15)
     finally:
         stop.set()
         resizer.join(10)
-    report = scheduler.refresh(clock() + 5.0)
+    report = scheduler.refresh(5.0)
     assert report.backlog == 0
     assert all(state.query_ok for state in scheduler.states().values())
 
@@ -310,7 +329,7 @@ def test_probes_share_the_pool_and_its_concurrency_limit() -> None:
         return original(trans_no)
 
     querier.query = counting  # type: ignore[method-assign]
-    threads = [threading.Thread(target=scheduler.query_now, args=(t,)) for t in tasks]
+    threads = [threading.Thread(target=scheduler.probe, args=(t, 10.0)) for t in tasks]
     for t in threads:
         t.start()
     for t in threads:
@@ -323,7 +342,7 @@ def test_a_probe_returns_at_its_timeout_and_the_late_answer_is_kept() -> None:
     scheduler, querier, _clock = make({"slow": 2})
     querier.gate = threading.Event()
     started = time.monotonic()
-    assert scheduler.query_now("slow", timeout=0.2) is None
+    assert scheduler.probe("slow", 0.2).outcome is Outcome.DEADLINE
     assert time.monotonic() - started < 1.0
     querier.gate.set()
     for _ in range(100):

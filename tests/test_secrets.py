@@ -136,6 +136,7 @@ def test_serving_never_shows_the_secret(
     argv = [
         f"--config.file={config}",
         f"--web.listen-address=127.0.0.1:{port}",
+        f"--storage.path={tmp_path / 'data'}",
         "--log.level=debug",
         f"--log.format={log_format}",
     ]
@@ -143,7 +144,7 @@ def test_serving_never_shows_the_secret(
         wait_until(lambda: http_ok(base + "/-/ready"), what="exporter ready")
         assert "cloudvod_concat_task_query_success" in fetch("GET", "/metrics")
         fetch("GET", "/")
-        assert "Signature=<redacted>" in fetch("GET", "/probe?trans_no=ok-1&debug=true")
+        assert "Signature=<redacted>" in fetch("GET", "/probe?trans_no=unwatched-1&debug=true")
         fetch("GET", "/probe?trans_no=missing-1&debug=true")
         fetch("GET", "/probe?trans_no=bad!&debug=true", expect=400)
         fetch("GET", "/-/healthy")
@@ -168,7 +169,7 @@ def test_serving_never_shows_the_secret(
         fetch("POST", "/-/reload")
         metrics = fetch("GET", "/metrics")
         assert 'cloudvod_concat_api_errors_total{code="http_401"}' in metrics
-        assert "HTTP status: 401" in fetch("GET", "/probe?trans_no=ok-1&debug=true")
+        assert "HTTP status: 401" in fetch("GET", "/probe?trans_no=unwatched-1&debug=true")
         wait_until(lambda: "http_401" in proc.output(), what="the 401 in the log")
 
         proc.proc.send_signal(signal.SIGTERM)
