@@ -151,3 +151,40 @@ def test_sighup_and_reload_endpoint(tmp_path: Path) -> None:
             text = requests.get(base + "/metrics", timeout=15).text
             assert "cloudvod_concat_watched_tasks 3.0" in text
             assert "cloudvod_concat_config_last_reload_successful 0.0" in text
+
+
+def test_a_restart_or_a_kill_costs_no_request_and_keeps_the_data_age(tmp_path: Path) -> None:
+    """Warm exporter, SIGTERM (then kill -9) and restart on the same --storage.path: every task
+    shows at once with its original answer time, and the API is not asked again."""
+    sim, sim_url = start_simulator(tmp_path, "--tasks=40", "--seed=5")
+    with sim:
+        truth = requests.get(sim_url + "/_sim/tasks", timeout=5).json()["tasks"]
+        finals = [t["transNo"] for t in truth if int(t["data"]["status"]) != 1]
+        config = write_config(tmp_path, sim_url, finals)
+        exporter, base = start_exporter(tmp_path, config)
+        with exporter:
+            first = parse_exposition(requests.get(base + "/metrics", timeout=15).text)
+        answered = {
+            t: value(first, "cloudvod_concat_task_last_success_timestamp_seconds", trans_no=t)
+            for t in finals
+        }
+        assert all(answered.values())
+        # The first restart follows a SIGTERM; it is killed with SIGKILL, and the second
+        # restart shows what the killed one left.
+        for stop in ("sigkill", "sigterm"):
+            before = requests.get(sim_url + "/_sim/stats", timeout=5).json()["requests"]
+            exporter, base = start_exporter(tmp_path, config)
+            with exporter:
+                again = parse_exposition(requests.get(base + "/metrics", timeout=15).text)
+                for t in finals:
+                    stamp = "cloudvod_concat_task_last_success_timestamp_seconds"
+                    assert value(again, stamp, trans_no=t) == answered[t]
+                    assert value(again, "cloudvod_concat_task_query_success", trans_no=t) == 1
+                    assert value(again, "cloudvod_concat_task_queried", trans_no=t) == 1
+                assert value(again, "cloudvod_concat_api_requests_total") == 0
+                assert value(again, "cloudvod_concat_storage_up", backend="sqlite") == 1
+                if stop == "sigkill":
+                    exporter.proc.send_signal(signal.SIGKILL)
+                    exporter.proc.wait(10)
+            after = requests.get(sim_url + "/_sim/stats", timeout=5).json()["requests"]
+            assert after == before, stop

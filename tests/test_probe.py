@@ -180,3 +180,44 @@ def test_debug_of_a_failing_query(start_simulator: Start, make_exporter: Make) -
     assert re.search(r"X-WS-RequestId: [0-9a-f]{32}\b", text)
     assert SECRET not in text
     assert value(parse_exposition(text.split("\nmetrics:\n", 1)[1]), "probe_success") == 0
+
+
+def test_a_flood_of_probes_spends_only_the_probe_share_and_delays_no_watched_task(
+    start_simulator: Start, make_exporter: Make
+) -> None:
+    """300 probes of random unwatched transNos between scrapes: at most the probes' share of the
+    budget (5 % of 300 = 15 requests) goes to them, and the watched processing tasks are still
+    asked on every scrape."""
+    import random
+    import threading
+
+    watched = [f"proc-{i}" for i in range(5)]
+    sim = start_simulator([sim_task(t, "processing") for t in watched])
+    config = make_config(sim.url, watched)
+    exporter = make_exporter(config)
+    app = make_app(exporter)
+    rng = random.Random(3)
+    names = [f"rnd-{rng.getrandbits(40):x}" for _ in range(300)]
+    answers: list[str] = []
+    lock = threading.Lock()
+
+    def flood(chunk: list[str]) -> None:
+        for name in chunk:
+            body = wsgi_call(app, "/probe", query=f"trans_no={name}&debug=true")[2].decode()
+            with lock:
+                answers.append(body)
+
+    for scrape in range(3):
+        threads = [threading.Thread(target=flood, args=(names[i::6][scrape::3],)) for i in range(6)]
+        for t in threads:
+            t.start()
+        series = parse_exposition(wsgi_call(app, "/metrics")[2].decode())
+        for t in threads:
+            t.join(30)
+        for t in watched:
+            assert value(series, "cloudvod_concat_task_query_success", trans_no=t) == 1
+    probed = {t: n for t, n in sim.stats().per_trans_no.items() if t.startswith("rnd-")}
+    assert len(probed) <= 15
+    assert all(sim.stats().per_trans_no[t] == 3 for t in watched)  # once per scrape
+    refused = [a for a in answers if "not sent: the probe share is spent" in a or "in flight" in a]
+    assert len(refused) >= 300 - 15

@@ -1,0 +1,137 @@
+"""The budget at fleet scale: processing first, the whole budget used, restarts that cost nothing.
+
+Each test is one of the failures issue 10 reported, replayed on an injected clock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from exporter.budget import FIRST_PAUSE, Budget, Rate
+from exporter.config import RefreshConfig
+from exporter.errors import ApiThrottled
+from exporter.scheduler import Scheduler, Settings
+from exporter.store import Store
+from exporter.store.memory import MemoryStore
+from exporter.store.sqlite import SQLiteStore
+from tests.fakes import FakeClock, FakeQuerier
+from tests.test_budget_window import max_in_any_window
+
+
+def scheduler_for(
+    querier: FakeQuerier,
+    store: Store,
+    clock: FakeClock,
+    *,
+    requests: int = 300,
+    period: float = 300.0,
+    refresh: RefreshConfig | None = None,
+    concurrency: int = 4,
+) -> Scheduler:
+    budget = Budget(store, Rate(requests, period), timeout=10.0, clock=clock)
+    scheduler = Scheduler(
+        querier, store, budget, Settings(refresh or RefreshConfig(), concurrency, 10.0), clock=clock
+    )
+    scheduler.set_tasks(querier.statuses)
+    return scheduler
+
+
+def test_processing_flips_show_although_final_refreshes_exceed_the_budget() -> None:
+    """240 successful tasks refreshed every 2 s want 120 requests/s from a budget of 6/s: the
+    4 processing tasks that flip to successful still show it within a few scrapes."""
+    clock = FakeClock()
+    statuses = {f"s{i:03d}": 2 for i in range(240)} | {f"p{i}": 1 for i in range(4)}
+    querier = FakeQuerier(statuses, clock=clock)
+    refresh = RefreshConfig(successful=2.0, failed=2.0)
+    scheduler = scheduler_for(
+        querier, MemoryStore(clock), clock, requests=60, period=10.0, refresh=refresh
+    )
+    for _ in range(120):  # two minutes of scrapes every second: the backlog of finals is deep
+        scheduler.refresh(5.0)
+        clock.advance(1.0)
+    for i in range(4):
+        querier.statuses[f"p{i}"] = 2
+    flipped_at = clock()
+    seen = None
+    for _ in range(30):
+        scheduler.refresh(5.0)
+        if all(scheduler.states()[f"p{i}"].status == "successful" for i in range(4)):
+            seen = clock() - flipped_at
+            break
+        clock.advance(1.0)
+    assert seen is not None and seen <= 2.0
+    assert max_in_any_window(querier.call_times, 10.0) <= 60
+    # ... and the final tasks were not starved either: each got refreshed in those two minutes.
+    assert all(querier.calls.count(f"s{i:03d}") >= 2 for i in range(240))
+
+
+def test_the_budget_is_used_when_there_is_work() -> None:
+    """40 processing tasks, 30 requests per 10 s, a scrape every second for 25 s: the window
+    allows 90 sends (at 0, 10 and 20 s) and they are all made."""
+    clock = FakeClock()
+    querier = FakeQuerier({f"p{i:02d}": 1 for i in range(40)}, clock=clock)
+    scheduler = scheduler_for(querier, MemoryStore(clock), clock, requests=30, period=10.0)
+    for _ in range(26):
+        scheduler.refresh(5.0)
+        clock.advance(1.0)
+    assert len(querier.calls) >= 0.95 * 90
+    assert max_in_any_window(querier.call_times, 10.0) <= 30
+
+
+def test_a_restart_costs_no_request_for_fresh_answers(tmp_path: Path) -> None:
+    clock = FakeClock()
+    statuses = {f"s{i:03d}": 2 for i in range(300)}
+    querier = FakeQuerier(statuses, clock=clock)
+    store = SQLiteStore(tmp_path, clock=clock)
+    first = scheduler_for(querier, store, clock)
+    while first.refresh(5.0).backlog:  # 300 first answers, paced over the budget
+        clock.advance(5.0)
+    before = first.states()
+    first.close()
+    store.close()
+    assert len(querier.calls) == 300
+    clock.advance(60.0)
+    again = scheduler_for(querier, SQLiteStore(tmp_path, clock=clock), clock)
+    report = again.refresh(5.0)
+    assert (report.due, len(querier.calls)) == (0, 300)
+    assert again.states() == before  # real data age, not "just answered" nor unknown
+    assert all(s.queried for s in again.states().values())
+
+
+def test_one_throttling_episode_is_one_pause_however_many_replies_report_it() -> None:
+    clock = FakeClock()
+    querier = FakeQuerier({f"p{i}": 1 for i in range(4)}, clock=clock)
+    for i in range(4):
+        querier.errors[f"p{i}"] = lambda: ApiThrottled("HTTP 429")
+    querier.gate = threading.Event()
+    scheduler = scheduler_for(querier, MemoryStore(clock), clock, concurrency=4)
+    thread = threading.Thread(target=scheduler.refresh, args=(10.0,))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while len(querier.calls) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    querier.gate.set()  # four throttled replies at once
+    thread.join(10)
+    assert len(querier.calls) == 4
+    assert scheduler.budget.paused_for() == FIRST_PAUSE
+    assert all(s.failures == 0 for s in scheduler.states().values())
+
+
+def test_two_schedulers_sharing_a_store_ask_about_each_task_once() -> None:
+    """What Redis gives replicas, shown on the in-process store: one window, one claim per
+    task, and an answer one of them got is not asked for again by the other."""
+    clock = FakeClock()
+    statuses = {f"s{i:02d}": 2 for i in range(40)}
+    store = MemoryStore(clock)
+    one, two = FakeQuerier(statuses, clock=clock), FakeQuerier(statuses, clock=clock)
+    a = scheduler_for(one, store, clock, requests=30, period=60.0)
+    b = scheduler_for(two, store, clock, requests=30, period=60.0)
+    for _ in range(10):
+        for scheduler in (a, b):
+            scheduler.refresh(5.0)
+        clock.advance(10.0)
+    calls = one.calls + two.calls
+    assert sorted(calls) == sorted(statuses)  # each final task asked once, by one of them
+    assert max_in_any_window(one.call_times + two.call_times, 60.0) <= 30
