@@ -42,14 +42,6 @@ def test_first_answers_of_new_tasks_take_what_the_budget_needs() -> None:
     cap = capacity.estimate({None: 10_000}, DEFAULT, RefreshConfig())
     assert cap.first_answers == pytest.approx(10_000 - 60)  # 60 at once, then 1/s
     assert capacity.estimate({None: 10}, DEFAULT, RefreshConfig()).first_answers == 0.0
-    assert (
-        math.isinf(
-            capacity.estimate({TaskStatus.PROCESSING: 1}, DEFAULT, RefreshConfig()).achieved[
-                TaskStatus.SUCCESSFUL
-            ]
-        )
-        is False
-    )
 
 
 def test_check_config_prints_the_cost_and_warns_when_a_target_cannot_be_met(

@@ -1,4 +1,4 @@
-"""State transitions are pure functions of (old state, outcome, time); the stored form round-trips."""
+"""State transitions: pure functions of (old state, outcome, time); the stored form round-trips."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from exporter.errors import ApiTimeout
 from exporter.protocol import TaskStatus
 from exporter.store import Pause, Send
 from exporter.store.memory import MemoryStore
-from exporter.store.sqlite import StoreLockedError, SQLiteStore
+from exporter.store.sqlite import SQLiteStore, StoreLockedError
 from tests.fakes import FakeClock
 
 DONE = state.answered(state.NEVER_ASKED, TaskAnswer("a", "id-a", TaskStatus.SUCCESSFUL), 1e6)
