@@ -137,3 +137,4 @@ def test_cached_renderer_matches_prometheus_client(start_simulator, make_exporte
         body = exporter.exposition(openmetrics_format=True)
         assert without_runtime(body) == without_runtime(openmetrics_latest(exporter.registry))
         assert b"process_resident_memory_bytes" in body  # served, just not compared
+        assert b"python_info{" in body

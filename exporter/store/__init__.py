@@ -90,7 +90,9 @@ class Store(Protocol):
         ...
 
     def finish(self, send_id: str, end: float) -> None:
-        """The answer of a send arrived at `end` (or it gave up then)."""
+        """The answer of a send arrived at `end` (or it gave up then): it counts until `end`
+        plus the period from now on, whether that is sooner or (a request that outlived its
+        deadline) later than the deadline it was admitted with."""
         ...
 
     def window(self, now: float, period: float) -> tuple[int, int]:

@@ -89,10 +89,10 @@ class MemoryStore:
         return True
 
     def finish(self, send_id: str, end: float) -> None:
-        """Shorten a send's count to when its answer came."""
+        """A send counts until its answer came (+ period), not until its deadline."""
         with self._lock:
             send = self._sends.get(send_id)
-            if send is None or end >= send.end:
+            if send is None or end == send.end:
                 return
             send = Send(send.id, send.sent, end, send.probe)
             self._sends[send_id] = send
