@@ -12,6 +12,7 @@ import pytest
 from exporter.config import ApiConfig, Config, RateLimit, RefreshConfig, Task
 from exporter.service import Exporter
 from exporter.simulator import SimTask, SimulatorServer
+from tests import vendor_signer
 
 ACCESS_KEY_ID = "test-access-key"
 SECRET = "s3cr3t-Zq9-never-print-me"
@@ -31,11 +32,15 @@ def require_tool(name: str, hint: str = "run `make tools`") -> str:
 
 @pytest.fixture
 def start_simulator() -> Iterator[Callable[..., SimulatorServer]]:
-    """Start simulators on 127.0.0.1 with the test credentials; stopped after the test."""
+    """Start simulators on 127.0.0.1 with the test credentials; stopped after the test.
+
+    They verify signatures with tests/vendor_signer.py, not the exporter's own signing code.
+    """
     started: list[SimulatorServer] = []
 
     def start(tasks: list[SimTask] | tuple[SimTask, ...] = (), **kwargs: Any) -> SimulatorServer:
         kwargs.setdefault("credentials", {ACCESS_KEY_ID: SECRET})
+        kwargs.setdefault("verifier", vendor_signer.verify)
         sim = SimulatorServer(tasks, **kwargs).start()
         started.append(sim)
         return sim
