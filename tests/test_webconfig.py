@@ -1169,7 +1169,19 @@ def test_credential_caches_are_bounded_and_a_flood_of_guesses_keeps_good_entries
     assert len(calls) == before
 
 
-def test_real_bcrypt_attack_over_http_does_not_delay_a_valid_user(slow_hash: str) -> None:
+def test_real_bcrypt_attack_over_http_does_not_delay_a_valid_user(
+    slow_hash: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Real bcrypt, instrumented only to know when the two cost-14 checks have begun.
+    real_checkpw = bcrypt.checkpw
+    slow_started = threading.Semaphore(0)
+
+    def observed(password: bytes, hashed: bytes) -> bool:
+        if hashed == slow_hash.encode():
+            slow_started.release()
+        return bool(real_checkpw(password, hashed))
+
+    monkeypatch.setattr(bcrypt, "checkpw", observed)
     web = WebConfig(basic_auth_users={"slow": slow_hash, "alice": ALICE_HASH})
     finished: dict[str, float] = {}
 
@@ -1187,9 +1199,11 @@ def test_real_bcrypt_attack_over_http_does_not_delay_a_valid_user(slow_hash: str
         ]
         for thread in attackers:
             thread.start()
+        assert slow_started.acquire(timeout=30) and slow_started.acquire(timeout=30)
         status, _ = http_get(server.port, "/metrics", basic("alice", "alice-secret"))
         alice_done = time.monotonic()
         for thread in attackers:
             thread.join(60)
     assert status == 200
+    # Both cost-14 checks were under way before alice asked, and she was answered first.
     assert alice_done < min(finished["slow0"], finished["slow1"])
