@@ -25,8 +25,9 @@ full list, with reasons):
 - `RequestClientCert` does not ask for a certificate, and `RequireAnyClientCert` verifies the
   certificate (against the configured CA, else the system's trust store): OpenSSL, as Python
   exposes it, cannot request a client certificate without verifying it.
-- TLS 1.3 cipher suites cannot be restricted (neither can they in Go); `curve_preferences`
-  with several curves offers only the first one (Python can set exactly one group).
+- TLS 1.3 cipher suites cannot be restricted (neither can they in Go). A context holds exactly
+  one curve, so with several `curve_preferences` each connection's ClientHello is peeked at to
+  pick the one Go would pick.
 - Certificates are loaded when the server starts, not on every handshake; `http2` is accepted and
   ignored (the server speaks HTTP/1.x).
 """
@@ -38,10 +39,10 @@ import binascii
 import contextlib
 import hashlib
 import ipaddress
-import logging
 import math
 import os
 import re
+import socket
 import ssl
 import tempfile
 import threading
@@ -52,7 +53,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import bcrypt
@@ -81,8 +82,6 @@ __all__ = [
 WSGIApp = WSGIApplication
 
 REALM = "cloudvod-concat-exporter"
-
-log = logging.getLogger(__name__)
 
 TLS_VERSIONS: Mapping[str, ssl.TLSVersion] = MappingProxyType(
     {
@@ -217,6 +216,8 @@ _TLS_KEYS = (
 _HTTP_KEYS = ("http2", "headers")
 _RATE_KEYS = ("burst", "interval")
 
+_Ctx = TypeVar("_Ctx", bound=ssl.SSLContext)
+
 _NULL_TAG = "tag:yaml.org,2002:null"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _INT_TAG = "tag:yaml.org,2002:int"
@@ -262,8 +263,23 @@ class TLSConfig:
     prefer_server_cipher_suites: bool = True
 
     def ssl_context(self) -> ssl.SSLContext:
-        """Build a server-side SSL context; raises ssl.SSLError/OSError if the files are bad."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        """Build a server-side SSL context; raises ssl.SSLError/OSError if the files are bad.
+
+        With several curve_preferences the context picks, per connection, the curve Go would
+        pick (see CurveChoosingContext): Python can give one context only one curve.
+        """
+        if len(self.curve_preferences) < 2:
+            first = self.curve_preferences[0] if self.curve_preferences else None
+            return self._build(ssl.SSLContext, first)
+        ctx = self._build(CurveChoosingContext, self.curve_preferences[0])
+        ctx.choose_from(
+            self.curve_preferences,
+            {curve: self._build(ssl.SSLContext, curve) for curve in self.curve_preferences},
+        )
+        return ctx
+
+    def _build(self, cls: type[_Ctx], curve: str | None) -> _Ctx:
+        ctx = cls(ssl.PROTOCOL_TLS_SERVER)
         low = TLS_VERSIONS[self.min_version or "TLS12"]
         high = TLS_VERSIONS[self.max_version or "TLS13"]
         ciphers = self.openssl_ciphers()
@@ -282,10 +298,8 @@ class TLSConfig:
             ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
         else:
             ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
-        if self.curve_preferences:
-            # Python sets exactly one group: the most preferred. Clients that support only a
-            # later listed curve are refused (Go would accept them); no unlisted curve gets in.
-            ctx.set_ecdh_curve(CURVES[self.curve_preferences[0]])
+        if curve is not None:
+            ctx.set_ecdh_curve(CURVES[curve])  # exactly this one group, TLS 1.2 and 1.3
         with (
             self._pem_path(self.cert_file, self.cert) as cert,
             self._pem_path(self.key_file, self.key) as key,
@@ -339,6 +353,131 @@ class TLSConfig:
             file.write_bytes(data)
             file.chmod(0o600)
             yield str(file)
+
+
+# TLS NamedGroup code points of the toolkit's curves (RFC 8446 section 4.2.7).
+_GROUP_IDS: Mapping[str, int] = MappingProxyType(
+    {"CurveP256": 23, "CurveP384": 24, "CurveP521": 25, "X25519": 29}
+)
+_MAX_HELLO = 5 + 16384  # one TLS record
+
+
+class CurveChoosingContext(ssl.SSLContext):
+    """A server context that picks, per connection, the configured curve Go would pick.
+
+    Python's SSLContext.set_ecdh_curve sets exactly one group, so there is one context per
+    configured curve; wrap_socket peeks at the ClientHello (without consuming it), reads the
+    client's supported_groups and key_share extensions and hands the socket to the context of
+    the curve Go's server would choose: the first configured curve the client sent a key share
+    for (TLS 1.3), else the first one it supports. When they share none, the first curve's
+    context refuses the handshake, as Go does.
+    """
+
+    _preference: tuple[str, ...] = ()
+    _by_curve: Mapping[str, ssl.SSLContext] = MappingProxyType({})
+
+    def choose_from(
+        self, preference: tuple[str, ...], by_curve: Mapping[str, ssl.SSLContext]
+    ) -> None:
+        """Set the curves in preference order and one fully configured context for each."""
+        self._preference = preference
+        self._by_curve = MappingProxyType(dict(by_curve))
+
+    def wrap_socket(
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        """Wrap with the context of the curve chosen for this client's ClientHello."""
+        chosen = None
+        if server_side and self._preference:
+            groups = client_hello_groups(peek_client_hello(sock))
+            tls13 = self.maximum_version >= ssl.TLSVersion.TLSv1_3
+            curve = choose_curve(self._preference, groups, tls13=tls13)
+            chosen = self._by_curve.get(curve)
+        wrap = chosen.wrap_socket if chosen is not None else super().wrap_socket
+        return wrap(
+            sock,
+            server_side=server_side,
+            do_handshake_on_connect=do_handshake_on_connect,
+            suppress_ragged_eofs=suppress_ragged_eofs,
+            server_hostname=server_hostname,
+            session=session,
+        )
+
+
+def peek_client_hello(sock: socket.socket) -> bytes:
+    """The first TLS record on a fresh connection, left unread; b"" if it is not a handshake.
+
+    Waits at most the socket's timeout, and raises OSError (TimeoutError included) as the
+    handshake would: SO_RCVLOWAT makes the wait end only once the whole record is there (or the
+    peer closes), so there is no polling loop.
+    """
+    header = _peek(sock, 5)
+    if len(header) < 5 or header[0] != 0x16:
+        return b""
+    return _peek(sock, min(5 + int.from_bytes(header[3:5], "big"), _MAX_HELLO))
+
+
+def _peek(sock: socket.socket, size: int) -> bytes:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
+    try:
+        return sock.recv(size, socket.MSG_PEEK)
+    finally:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+
+
+def client_hello_groups(record: bytes) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(supported_groups, key_share groups) of a ClientHello record; empty when unreadable."""
+    try:
+        if record[0] != 0x16 or record[5] != 0x01:
+            return (), ()
+        body = record[9 : 9 + int.from_bytes(record[6:9], "big")]
+        pos = 2 + 32  # client_version, random
+        pos += 1 + body[pos]  # session_id
+        pos += 2 + int.from_bytes(body[pos : pos + 2], "big")  # cipher_suites
+        pos += 1 + body[pos]  # compression_methods
+        end = pos + 2 + int.from_bytes(body[pos : pos + 2], "big")
+        pos += 2
+        groups: tuple[int, ...] = ()
+        shares: list[int] = []
+        while pos + 4 <= min(end, len(body)):
+            kind = int.from_bytes(body[pos : pos + 2], "big")
+            size = int.from_bytes(body[pos + 2 : pos + 4], "big")
+            data = body[pos + 4 : pos + 4 + size]
+            pos += 4 + size
+            if kind == 10:  # supported_groups
+                count = int.from_bytes(data[:2], "big")
+                groups = tuple(
+                    int.from_bytes(data[i : i + 2], "big") for i in range(2, 2 + count, 2)
+                )
+            elif kind == 51:  # key_share
+                at = 2
+                while at + 4 <= len(data):
+                    shares.append(int.from_bytes(data[at : at + 2], "big"))
+                    at += 4 + int.from_bytes(data[at + 2 : at + 4], "big")
+        return groups, tuple(shares)
+    except IndexError:
+        return (), ()
+
+
+def choose_curve(
+    preference: tuple[str, ...], groups: tuple[tuple[int, ...], tuple[int, ...]], *, tls13: bool
+) -> str:
+    """The configured curve Go's server picks for a client offering these groups."""
+    supported, shares = groups
+    if tls13:
+        for curve in preference:
+            if _GROUP_IDS[curve] in shares:
+                return curve
+    for curve in preference:
+        if _GROUP_IDS[curve] in supported:
+            return curve
+    return preference[0]
 
 
 @dataclass(frozen=True)

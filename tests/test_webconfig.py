@@ -30,6 +30,8 @@ from exporter.webconfig import (
     TLSConfig,
     WebConfig,
     WebConfigError,
+    choose_curve,
+    client_hello_groups,
     load_web_config,
     parse_duration,
     protect,
@@ -955,13 +957,84 @@ def test_one_curve_also_binds_tls12(rsa_pki: RSAPki) -> None:
         assert not refused(server, client_context(rsa_pki, curve="prime256v1"))
 
 
-def test_several_curves_offer_only_the_first(rsa_pki: RSAPki) -> None:
+def test_several_curves_each_served_none_other(rsa_pki: RSAPki) -> None:
     web = tls_web(rsa_pki, "  curve_preferences: [X25519, CurveP256]\n")
     with serve(web) as server:
-        assert not refused(server, client_context(rsa_pki, curve="X25519"))
+        for curve in ("X25519", "prime256v1"):
+            assert not refused(server, client_context(rsa_pki, curve=curve)), curve
+            assert not refused(server, client_context(rsa_pki, versions=TLS12, curve=curve))
         assert refused(server, client_context(rsa_pki, curve="secp384r1"))  # as Go: not listed
-        # The documented difference: Go would accept P-256 too, Python sets a single group.
-        assert refused(server, client_context(rsa_pki, curve="prime256v1"))
+        assert refused(server, client_context(rsa_pki, versions=TLS12, curve="secp384r1"))
+        assert not refused(server, client_context(rsa_pki))  # OpenSSL's default list
+
+
+def test_all_curves_serve_every_listed_curve(rsa_pki: RSAPki) -> None:
+    web = tls_web(rsa_pki, "  curve_preferences: [CurveP256, CurveP384, CurveP521, X25519]\n")
+    with serve(web) as server:
+        for curve in ("prime256v1", "secp384r1", "secp521r1", "X25519"):
+            assert not refused(server, client_context(rsa_pki, curve=curve)), curve
+
+
+def _client_hello(curve: str | None = None) -> bytes:
+    """The ClientHello record a Python client sends (OpenSSL's default groups unless `curve`)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if curve is not None:
+        ctx.set_ecdh_curve(curve)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    conn = ctx.wrap_bio(incoming, outgoing, server_hostname="example.com")
+    with pytest.raises(ssl.SSLWantReadError):
+        conn.do_handshake()
+    return outgoing.read()
+
+
+def test_client_hello_groups_are_read() -> None:
+    supported, shares = client_hello_groups(_client_hello())
+    assert {23, 24, 25, 29} <= set(supported)  # OpenSSL offers all four of Go's curves
+    assert shares == (29,)  # and one key share, X25519
+    assert client_hello_groups(_client_hello("secp384r1")) == ((24,), (24,))
+    assert client_hello_groups(b"GET / HTTP/1.1\r\n") == ((), ())
+    assert client_hello_groups(_client_hello()[:60]) == ((), ())
+
+
+@pytest.mark.parametrize(
+    ("preference", "supported", "shares", "tls13", "chosen"),
+    [
+        (("CurveP256", "X25519"), (29, 23), (29,), True, "X25519"),  # a key share saves a trip
+        (("CurveP256", "X25519"), (29, 23), (29,), False, "CurveP256"),  # TLS 1.2: preference
+        (("CurveP384", "CurveP256"), (29, 23, 24), (29,), True, "CurveP384"),  # retry to P-384
+        (("CurveP521", "CurveP384"), (23,), (23,), True, "CurveP521"),  # none shared: refused
+    ],
+)
+def test_curve_is_chosen_as_go_chooses(
+    preference: tuple[str, ...],
+    supported: tuple[int, ...],
+    shares: tuple[int, ...],
+    tls13: bool,
+    chosen: str,
+) -> None:
+    assert choose_curve(preference, (supported, shares), tls13=tls13) == chosen
+
+
+def test_a_client_that_never_says_hello_does_not_block_others(rsa_pki: RSAPki) -> None:
+    web = tls_web(rsa_pki, "  curve_preferences: [X25519, CurveP256]\n")
+    with (
+        serve(web) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent,
+    ):
+        silent.sendall(b"\x16\x03\x01")  # half a record header, then nothing
+        assert not refused(server, client_context(rsa_pki, curve="prime256v1"))
+
+
+def test_a_stalled_client_hello_ends_within_the_connection_timeout(rsa_pki: RSAPki) -> None:
+    web = tls_web(rsa_pki, "  curve_preferences: [X25519, CurveP256]\n")
+    ctx = web.ssl_context()
+    assert isinstance(ctx, ssl.SSLContext)
+    server_side, client_side = socket.socketpair()
+    with server_side, client_side:
+        server_side.settimeout(0.2)
+        client_side.sendall(_client_hello()[:40])  # the start of a hello, then silence
+        with pytest.raises(TimeoutError):
+            ctx.wrap_socket(server_side, server_side=True)
 
 
 def test_verify_client_cert_if_given_without_ca(rsa_pki: RSAPki) -> None:
