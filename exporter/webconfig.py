@@ -110,11 +110,11 @@ CLIENT_AUTH_TYPES: Mapping[str, ssl.VerifyMode] = MappingProxyType(
 _CLIENT_AUTH_ALIASES = {"RequireClientCert": "RequireAnyClientCert"}  # old Go spelling
 _SANS_NEED = ("RequireAnyClientCert", "RequireAndVerifyClientCert")
 
-# Go's tls.CipherSuites() (the secure list, which the toolkit matches names against), as Go
-# 1.17-1.21 return it, mapped to OpenSSL's names. None: a TLS 1.3 suite, which neither Go nor
-# Python lets a server restrict. Go 1.22 moved the four TLS_RSA_* suites to
-# InsecureCipherSuites(); they stay accepted here, as the toolkit's own allCiphers test file
-# lists them.
+# Go's tls.CipherSuites() (the secure list the toolkit matches names against) as Go returned it
+# before the RSA key-exchange suites were marked insecure, mapped to OpenSSL's names. None: a
+# TLS 1.3 suite, which neither Go nor Python lets a server restrict. Later Go releases moved the
+# four TLS_RSA_* suites to InsecureCipherSuites(); they stay accepted here, as the toolkit's own
+# allCiphers test file lists them.
 GO_CIPHER_SUITES: Mapping[str, str | None] = MappingProxyType(
     {
         "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
