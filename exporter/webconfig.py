@@ -379,6 +379,7 @@ class CurveChoosingContext(ssl.SSLContext):
 
     _preference: tuple[str, ...] = ()
     _by_curve: Mapping[str, ssl.SSLContext] = MappingProxyType({})
+    hello_timeout = 10.0  # how long a socket without a timeout of its own may take to say hello
 
     def choose_from(
         self, preference: tuple[str, ...], by_curve: Mapping[str, ssl.SSLContext]
@@ -398,8 +399,15 @@ class CurveChoosingContext(ssl.SSLContext):
     ) -> ssl.SSLSocket:
         """Wrap with the context of the curve chosen for this client's ClientHello."""
         chosen = None
-        if server_side and self._preference:
-            groups = client_hello_groups(peek_client_hello(sock))
+        timeout = sock.gettimeout()
+        # A non-blocking socket cannot be peeked at: it gets the first curve's context.
+        if server_side and self._preference and timeout != 0.0:
+            if timeout is None:
+                sock.settimeout(self.hello_timeout)
+            try:
+                groups = client_hello_groups(peek_client_hello(sock))
+            finally:
+                sock.settimeout(timeout)
             tls13 = self.maximum_version >= ssl.TLSVersion.TLSv1_3
             curve = choose_curve(self._preference, groups, tls13=tls13)
             chosen = self._by_curve.get(curve)

@@ -25,6 +25,7 @@ from exporter.webconfig import (
     REALM,
     UNAUTHENTICATED_PATHS,
     BasicAuth,
+    CurveChoosingContext,
     RateLimit,
     RateLimiter,
     TLSConfig,
@@ -34,6 +35,7 @@ from exporter.webconfig import (
     client_hello_groups,
     load_web_config,
     parse_duration,
+    peek_client_hello,
     protect,
 )
 from tests.fakes import FakeClock
@@ -1025,16 +1027,51 @@ def test_a_client_that_never_says_hello_does_not_block_others(rsa_pki: RSAPki) -
         assert not refused(server, client_context(rsa_pki, curve="prime256v1"))
 
 
-def test_a_stalled_client_hello_ends_within_the_connection_timeout(rsa_pki: RSAPki) -> None:
-    web = tls_web(rsa_pki, "  curve_preferences: [X25519, CurveP256]\n")
-    ctx = web.ssl_context()
-    assert isinstance(ctx, ssl.SSLContext)
-    server_side, client_side = socket.socketpair()
-    with server_side, client_side:
+@contextlib.contextmanager
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(server side, client side) of a fresh TCP connection on 127.0.0.1."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname()[:2], timeout=10)
+        server, _ = listener.accept()
+    with server, client:
+        yield server, client
+
+
+def test_a_stalled_client_hello_ends_within_the_socket_timeout(rsa_pki: RSAPki) -> None:
+    ctx = tls_web(rsa_pki, "  curve_preferences: [X25519, CurveP256]\n").ssl_context()
+    assert isinstance(ctx, CurveChoosingContext)
+    with tcp_pair() as (server_side, client_side):
         server_side.settimeout(0.2)
         client_side.sendall(_client_hello()[:40])  # the start of a hello, then silence
+        with pytest.raises(TimeoutError):  # from the peek: no handshake is attempted here
+            ctx.wrap_socket(server_side, server_side=True, do_handshake_on_connect=False)
+        assert server_side.gettimeout() == 0.2
+
+
+def test_a_stalled_client_hello_is_bounded_on_a_socket_without_timeout(rsa_pki: RSAPki) -> None:
+    ctx = tls_web(rsa_pki, "  curve_preferences: [X25519, CurveP256]\n").ssl_context()
+    assert isinstance(ctx, CurveChoosingContext)
+    ctx.hello_timeout = 0.2
+    with tcp_pair() as (server_side, client_side):
+        assert server_side.gettimeout() is None  # as accepted sockets are by default
+        client_side.sendall(_client_hello()[:40])
         with pytest.raises(TimeoutError):
-            ctx.wrap_socket(server_side, server_side=True)
+            ctx.wrap_socket(server_side, server_side=True, do_handshake_on_connect=False)
+        assert server_side.gettimeout() is None  # left as it was found
+
+
+def test_the_whole_hello_is_awaited_when_it_comes_in_pieces() -> None:
+    hello = _client_hello("prime256v1")
+    with tcp_pair() as (server_side, client_side):
+        server_side.settimeout(10)
+        client_side.sendall(hello[:40])
+        sender = threading.Timer(0.2, client_side.sendall, args=(hello[40:],))
+        sender.start()
+        try:
+            assert peek_client_hello(server_side) == hello
+        finally:
+            sender.join()
+        assert server_side.recv(len(hello), socket.MSG_PEEK) == hello  # nothing was consumed
 
 
 def test_verify_client_cert_if_given_without_ca(rsa_pki: RSAPki) -> None:
