@@ -28,8 +28,9 @@ full list, with reasons):
 - TLS 1.3 cipher suites cannot be restricted (neither can they in Go). A context holds exactly
   one curve, so with several `curve_preferences` each connection's ClientHello is peeked at to
   pick the one Go would pick.
-- Certificates are loaded when the server starts, not on every handshake; `http2` is accepted and
-  ignored (the server speaks HTTP/1.x).
+- Certificate, key and CA files are re-read when they change (checked per connection), but a
+  replacement that does not load keeps the previous one in use (Go fails those handshakes); the
+  web config file itself is read at start-up; `http2` is accepted and ignored (HTTP/1.x only).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import binascii
 import contextlib
 import hashlib
 import ipaddress
+import logging
 import math
 import os
 import re
@@ -67,9 +69,9 @@ __all__ = [
     "TLS_VERSIONS",
     "UNAUTHENTICATED_PATHS",
     "BasicAuth",
-    "CurveChoosingContext",
     "RateLimit",
     "RateLimiter",
+    "ServerContext",
     "TLSConfig",
     "WSGIApp",
     "WebConfig",
@@ -86,6 +88,8 @@ __all__ = [
 WSGIApp = WSGIApplication
 
 REALM = "cloudvod-concat-exporter"
+
+_log = logging.getLogger(__name__)
 
 TLS_VERSIONS: Mapping[str, ssl.TLSVersion] = MappingProxyType(
     {
@@ -266,21 +270,36 @@ class TLSConfig:
     curve_preferences: tuple[str, ...] = ()
     prefer_server_cipher_suites: bool = True
 
-    def ssl_context(self) -> ssl.SSLContext:
-        """Build a server-side SSL context; raises ssl.SSLError/OSError if the files are bad.
+    def ssl_context(self) -> ServerContext:
+        """Build the server's TLS context; raises ssl.SSLError/OSError if the files are bad.
 
-        With several curve_preferences the context picks, per connection, the curve Go would
-        pick (see CurveChoosingContext): Python can give one context only one curve.
+        It picks a curve per connection when several are configured, and follows renewals of
+        cert_file, key_file and client_ca_file (see ServerContext).
         """
-        if len(self.curve_preferences) < 2:
-            first = self.curve_preferences[0] if self.curve_preferences else None
-            return self._build(ssl.SSLContext, first)
-        ctx = self._build(CurveChoosingContext, self.curve_preferences[0])
-        ctx.choose_from(
-            self.curve_preferences,
-            {curve: self._build(ssl.SSLContext, curve) for curve in self.curve_preferences},
-        )
+        first = self.curve_preferences[0] if self.curve_preferences else None
+        ctx = self._build(ServerContext, first)
+        ctx.serve(self)
         return ctx
+
+    def contexts(self) -> dict[str | None, ssl.SSLContext]:
+        """One fully configured context per configured curve (key None: no curve configured)."""
+        if not self.curve_preferences:
+            return {None: self._build(ssl.SSLContext, None)}
+        return {curve: self._build(ssl.SSLContext, curve) for curve in self.curve_preferences}
+
+    def file_stamp(self) -> tuple[tuple[str, int, int, int] | None, ...]:
+        """What identifies the current cert, key and CA files: changes when one is replaced."""
+        stamp: list[tuple[str, int, int, int] | None] = []
+        for path in (self.cert_file, self.key_file, self.client_ca_file):
+            if path is None:
+                continue
+            try:
+                st = path.stat()
+            except OSError:
+                stamp.append(None)
+                continue
+            stamp.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
+        return tuple(stamp)
 
     def _build(self, cls: type[_Ctx], curve: str | None) -> _Ctx:
         ctx = cls(ssl.PROTOCOL_TLS_SERVER)
@@ -366,27 +385,29 @@ _GROUP_IDS: Mapping[str, int] = MappingProxyType(
 _MAX_HELLO = 5 + 16384  # one TLS record
 
 
-class CurveChoosingContext(ssl.SSLContext):
-    """A server context that picks, per connection, the configured curve Go would pick.
+class ServerContext(ssl.SSLContext):
+    """The server's TLS context: a curve chosen per connection, certificates followed on disk.
 
-    Python's SSLContext.set_ecdh_curve sets exactly one group, so there is one context per
-    configured curve; wrap_socket peeks at the ClientHello (without consuming it), reads the
-    client's supported_groups and key_share extensions and hands the socket to the context of
-    the curve Go's server would choose: the first configured curve the client sent a key share
-    for (TLS 1.3), else the first one it supports. When they share none, the first curve's
-    context refuses the handshake, as Go does.
+    Curves: Python's SSLContext.set_ecdh_curve sets exactly one group, so there is one context per
+    configured curve; with several, wrap_socket peeks at the ClientHello (without consuming it),
+    reads the client's supported_groups and key_share extensions and hands the socket to the
+    context of the curve Go's server would choose: the first configured curve the client sent a
+    key share for (TLS 1.3), else the first one it supports. When they share none, the first
+    curve's context refuses the handshake, as Go does.
+
+    Renewals: Go re-reads the certificate files on every handshake. Here every wrap_socket
+    compares the files' stamps (mtime, size, inode) and rebuilds the contexts when one changed;
+    a replacement that does not load is logged and the previous contexts stay in use.
     """
 
-    _preference: tuple[str, ...] = ()
-    _by_curve: Mapping[str, ssl.SSLContext] = MappingProxyType({})
     hello_timeout = 10.0  # how long a socket without a timeout of its own may take to say hello
 
-    def choose_from(
-        self, preference: tuple[str, ...], by_curve: Mapping[str, ssl.SSLContext]
-    ) -> None:
-        """Set the curves in preference order and one fully configured context for each."""
-        self._preference = preference
-        self._by_curve = MappingProxyType(dict(by_curve))
+    def serve(self, tls: TLSConfig) -> None:
+        """Take the settings to build from and build the first generation of contexts."""
+        self._tls = tls
+        self._lock = threading.Lock()
+        self._stamp = tls.file_stamp()
+        self._contexts = tls.contexts()
 
     def wrap_socket(
         self,
@@ -397,11 +418,13 @@ class CurveChoosingContext(ssl.SSLContext):
         server_hostname: str | bytes | None = None,
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLSocket:
-        """Wrap with the context of the curve chosen for this client's ClientHello."""
-        chosen = None
+        """Wrap with the current context of the curve chosen for this client."""
+        contexts = self._current()
+        preference = self._tls.curve_preferences
+        curve = preference[0] if preference else None
         timeout = sock.gettimeout()
         # A non-blocking socket cannot be peeked at: it gets the first curve's context.
-        if server_side and self._preference and timeout != 0.0:
+        if server_side and len(preference) > 1 and timeout != 0.0:
             if timeout is None:
                 sock.settimeout(self.hello_timeout)
             try:
@@ -409,10 +432,8 @@ class CurveChoosingContext(ssl.SSLContext):
             finally:
                 sock.settimeout(timeout)
             tls13 = self.maximum_version >= ssl.TLSVersion.TLSv1_3
-            curve = choose_curve(self._preference, groups, tls13=tls13)
-            chosen = self._by_curve.get(curve)
-        wrap = chosen.wrap_socket if chosen is not None else super().wrap_socket
-        return wrap(
+            curve = choose_curve(preference, groups, tls13=tls13)
+        return contexts[curve].wrap_socket(
             sock,
             server_side=server_side,
             do_handshake_on_connect=do_handshake_on_connect,
@@ -420,6 +441,24 @@ class CurveChoosingContext(ssl.SSLContext):
             server_hostname=server_hostname,
             session=session,
         )
+
+    def _current(self) -> Mapping[str | None, ssl.SSLContext]:
+        stamp = self._tls.file_stamp()
+        with self._lock:
+            if stamp == self._stamp:
+                return self._contexts
+            self._stamp = stamp  # a failed load is not retried until the files change again
+            try:
+                self._contexts = self._tls.contexts()
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                _log.warning(
+                    "TLS certificate files changed but do not load (%s); still serving the "
+                    "previous certificate",
+                    _reason(exc),
+                )
+            else:
+                _log.info("TLS certificate files changed: serving the new certificate")
+            return self._contexts
 
 
 def peek_client_hello(sock: socket.socket) -> bytes:

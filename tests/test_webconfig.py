@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
+import logging
+import os
 import socket
 import ssl
 import threading
@@ -25,9 +27,9 @@ from exporter.webconfig import (
     REALM,
     UNAUTHENTICATED_PATHS,
     BasicAuth,
-    CurveChoosingContext,
     RateLimit,
     RateLimiter,
+    ServerContext,
     TLSConfig,
     WebConfig,
     WebConfigError,
@@ -1039,7 +1041,7 @@ def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
 
 def test_a_stalled_client_hello_ends_within_the_socket_timeout(rsa_pki: RSAPki) -> None:
     ctx = tls_web(rsa_pki, "  curve_preferences: [X25519, CurveP256]\n").ssl_context()
-    assert isinstance(ctx, CurveChoosingContext)
+    assert isinstance(ctx, ServerContext)
     with tcp_pair() as (server_side, client_side):
         server_side.settimeout(0.2)
         client_side.sendall(_client_hello()[:40])  # the start of a hello, then silence
@@ -1050,7 +1052,7 @@ def test_a_stalled_client_hello_ends_within_the_socket_timeout(rsa_pki: RSAPki) 
 
 def test_a_stalled_client_hello_is_bounded_on_a_socket_without_timeout(rsa_pki: RSAPki) -> None:
     ctx = tls_web(rsa_pki, "  curve_preferences: [X25519, CurveP256]\n").ssl_context()
-    assert isinstance(ctx, CurveChoosingContext)
+    assert isinstance(ctx, ServerContext)
     ctx.hello_timeout = 0.2
     with tcp_pair() as (server_side, client_side):
         assert server_side.gettimeout() is None  # as accepted sockets are by default
@@ -1123,6 +1125,47 @@ def test_inline_cert_key_and_client_ca(rsa_pki: RSAPki) -> None:
                 served = conn.getpeercert(binary_form=True)
         assert served == ssl.PEM_cert_to_DER_cert(server_cert.cert_chain_pems[0].bytes().decode())
         assert refused(server, client_context(rsa_pki, cert=rsa_pki.stranger))
+
+
+def _served_cert(server: HTTPServer, pki: RSAPki) -> bytes:
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw,
+        client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as conn,
+    ):
+        der = conn.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def _install(folder: Path, cert: trustme.LeafCert) -> bytes:
+    """Replace server.crt/server.key as a renewal would (new files moved into place)."""
+    cert.private_key_pem.write_to_path(str(folder / "server.key.new"))
+    cert.cert_chain_pems[0].write_to_path(str(folder / "server.crt.new"))
+    os.replace(folder / "server.key.new", folder / "server.key")
+    os.replace(folder / "server.crt.new", folder / "server.crt")
+    return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
+
+
+def test_renewed_certificate_files_are_served_without_a_restart(
+    rsa_pki: RSAPki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = _install(tmp_path, rsa_pki.ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.RSA))
+    text = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+    web = load_web_config(
+        write_config(tmp_path, text + "  curve_preferences: [X25519, CurveP256]\n")
+    )
+    with serve(web) as server:
+        assert _served_cert(server, rsa_pki) == first
+        second = _install(
+            tmp_path, rsa_pki.ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.RSA)
+        )
+        assert _served_cert(server, rsa_pki) == second  # as Go, which re-reads per handshake
+        (tmp_path / "server.crt").write_text("half-written\n")
+        with caplog.at_level(logging.WARNING, logger="exporter.webconfig"):
+            assert _served_cert(server, rsa_pki) == second  # a broken file is not taken
+        assert "do not load" in caplog.text
+        third = _install(tmp_path, rsa_pki.ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.RSA))
+        assert _served_cert(server, rsa_pki) == third
 
 
 def test_headers_are_served(fixture_dir: Path) -> None:
