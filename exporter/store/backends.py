@@ -15,7 +15,7 @@ def open_store(
 ) -> Store:
     """Redis when the configuration names one, else SQLite under `storage_path` ("": memory)."""
     if storage.redis is not None:
-        from exporter.store.redis import RedisStore  # type: ignore[import-not-found]
+        from exporter.store.redis import RedisStore
 
         store: Store = RedisStore(storage.redis, clock=clock)
         return store
