@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -21,17 +22,31 @@ from tests.processes import free_port
 class RedisServer:
     """One redis-server without persistence: a restart loses every key, as the tests want."""
 
-    def __init__(self, binary: str, folder: Path, *, password: str | None = None) -> None:
+    def __init__(
+        self, binary: str, folder: Path, *, password: str | None = None, tls: bool = False
+    ) -> None:
         self.binary = binary
         self.folder = folder
         self.password = password
+        self.ca_file: Path | None = None  # with tls: the CA that signed the server's certificate
+        if tls:
+            import trustme
+
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1", "localhost")
+            self.ca_file = folder / "ca.pem"
+            ca.cert_pem.write_to_path(str(self.ca_file))
+            cert.cert_chain_pems[0].write_to_path(str(folder / "server.pem"))
+            cert.private_key_pem.write_to_path(str(folder / "server.key"))
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = folder / "redis.log"
 
     @property
     def url(self) -> str:
-        """redis://127.0.0.1:PORT/0 (without the password)."""
+        """redis://127.0.0.1:PORT/0, or rediss://…?ssl_ca_certs=CA with TLS (no password)."""
+        if self.ca_file is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.ca_file}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def config(self, **kwargs: Any) -> RedisConfig:
@@ -42,10 +57,15 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         """Start (again, on the same port) and wait until it answers PING."""
+        port = ["--port", str(self.port)]
+        if self.ca_file is not None:
+            port = ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            port += ["--tls-cert-file", str(self.folder / "server.pem")]
+            port += ["--tls-key-file", str(self.folder / "server.key")]
+            port += ["--tls-ca-cert-file", str(self.ca_file)]
         argv = [
             self.binary,
-            "--port",
-            str(self.port),
+            *port,
             "--bind",
             "127.0.0.1",
             "--save",
@@ -72,20 +92,24 @@ class RedisServer:
 
     def _answers(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                conn = raw
+                if self.ca_file is not None:
+                    context = ssl.create_default_context(cafile=str(self.ca_file))
+                    conn = context.wrap_socket(raw, server_hostname="127.0.0.1")
                 # A server with requirepass answers -NOAUTH: that is an answer too.
                 conn.sendall(b"PING\r\n")
                 return conn.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
-    def command(self, *args: str) -> bytes:
-        """One raw command (RESP inline) sent outside the exporter, e.g. FLUSHALL."""
+    def command(self, *args: str) -> Any:
+        """One command sent outside the exporter, e.g. HSET or INFO."""
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+        client = redis.Redis.from_url(self.url, password=self.password)
         try:
-            return client.execute_command(*args)  # type: ignore[no-any-return]
+            return client.execute_command(*args)
         finally:
             client.close()
 
@@ -125,10 +149,10 @@ def start_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     binary = require_tool("redis-server", "apt-get install redis-server, or run `make tools`")
     started: list[RedisServer] = []
 
-    def start(password: str | None = None) -> RedisServer:
+    def start(password: str | None = None, *, tls: bool = False) -> RedisServer:
         folder = tmp_path / f"redis-{len(started)}"
         folder.mkdir()
-        server = RedisServer(binary, folder, password=password).start()
+        server = RedisServer(binary, folder, password=password, tls=tls).start()
         started.append(server)
         return server
 

@@ -486,3 +486,17 @@ def test_state_codec_round_trips_through_redis(
     state = answered(clock, TaskStatus.PROCESSING)
     a.put("t1", state)
     assert task_state.dumps(make_store("b").get("t1") or TaskState()) == task_state.dumps(state)
+
+
+def test_rediss_with_a_private_ca_in_the_url(
+    start_redis: Callable[..., RedisServer],  # noqa: F811
+    make_store: Callable[..., RedisStore],
+    clock: FakeClock,
+) -> None:
+    server = start_redis(password=PASSWORD, tls=True)
+    a = make_store("a", config=server.config())
+    assert a.up(), a.last_error
+    a.put("t1", answered(clock))
+    assert make_store("b", config=server.config()).get("t1") == answered(clock)
+    plain = server.config(url=server.url.replace("rediss://", "redis://").split("?")[0])
+    assert not make_store("p", config=plain).up(), "TLS is required by this server"

@@ -321,7 +321,8 @@ class RedisStore:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self.round_trips = 0  # calls that went to Redis (what the benchmark counts)
+        self._trips = 0
+        self._trips_lock = threading.Lock()
 
         self.heartbeat()
         if background:
@@ -339,6 +340,11 @@ class RedisStore:
     def replicas(self) -> int:
         """Replicas alive at the last heartbeat (the last count seen while Redis is down)."""
         return max(1, self._seen)
+
+    @property
+    def round_trips(self) -> int:
+        """Calls that went to Redis so far (what the benchmark counts)."""
+        return self._trips
 
     @property
     def last_error(self) -> str:
@@ -410,7 +416,8 @@ class RedisStore:
         """One round trip to Redis under the breaker."""
         if not force and not self._up:
             raise _Down
-        self.round_trips += 1
+        with self._trips_lock:
+            self._trips += 1
         try:
             return fn()
         except Exception as exc:  # whatever redis-py raises, a store never does
