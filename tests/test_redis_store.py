@@ -15,7 +15,7 @@ from exporter.protocol import TaskStatus
 from exporter.state import TaskState
 from exporter.store import Pause, Send
 from exporter.store.backends import open_store
-from exporter.store.redis import CHUNK, RedisStore
+from exporter.store.redis import CHUNK, RedisStore, safe_url, scrub_url
 from tests.fakes import FakeClock
 from tests.redis_server import RedisServer, redis_server, start_redis  # noqa: F401
 
@@ -500,3 +500,16 @@ def test_rediss_with_a_private_ca_in_the_url(
     assert make_store("b", config=server.config()).get("t1") == answered(clock)
     plain = server.config(url=server.url.replace("rediss://", "redis://").split("?")[0])
     assert not make_store("p", config=plain).up(), "TLS is required by this server"
+
+
+def test_error_texts_are_scrubbed_of_the_password_in_every_spelling() -> None:
+    config = RedisConfig(url="rediss://user:p%40ss%2Fword@redis.example:6380/2", password="filepw")
+    text = (
+        "Error connecting to rediss://user:p%40ss%2Fword@redis.example:6380/2: "
+        "AUTH p@ss/word failed; AUTH filepw failed; redis://other:Zq-other-pw@host/0"
+    )
+    scrubbed = scrub_url(text, config)
+    for secret in ("p%40ss%2Fword", "p@ss/word", "filepw", "Zq-other-pw"):
+        assert secret not in scrubbed
+    assert "redis.example:6380" in scrubbed, "the host stays: it is what the operator needs"
+    assert safe_url(config) == "rediss://redis.example:6380/2"
