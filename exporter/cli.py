@@ -181,7 +181,12 @@ def _sub(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str
 ) -> argparse.ArgumentParser:
     return sub.add_parser(
-        name, help=help_, description=help_, epilog=EPILOGS[name], formatter_class=HelpFormatter
+        name,
+        help=help_,
+        description=help_,
+        epilog=EPILOGS[name],
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
     )
 
 
@@ -193,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Without a command: serve /metrics.",
         epilog=EPILOGS["serve"],
         formatter_class=HelpFormatter,
+        allow_abbrev=False,  # `mixin --config` must not be taken for --config.file
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _common(parser)
