@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ PROG = "cloudvod-concat-exporter"
 
 
 def env_name(option: str) -> str:
-    """The environment variable of a flag: --web.listen-address -> CLOUDVOD_CONCAT_WEB_LISTEN_ADDRESS."""
+    """A flag's environment variable: --web.listen-address is CLOUDVOD_CONCAT_WEB_LISTEN_ADDRESS."""
     return ENV_PREFIX + option.lstrip("-").upper().replace(".", "_").replace("-", "_")
 
 
@@ -288,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     _logging(simulate)
     simulator_cli.add_arguments(simulate)
 
-    mixin = _sub(sub, "mixin", "generate alert rules, recording rules, dashboard and PrometheusRule")
+    mixin = _sub(
+        sub, "mixin", "generate alert rules, recording rules, dashboard and PrometheusRule"
+    )
     mixin.add_argument(
         "--config",
         dest="mixin_config",
@@ -427,18 +430,15 @@ def _query_config(args: argparse.Namespace) -> Config | None:
             _print_problems("command line", _flag_names(exc.problems))
             return None
         api = config.api
-        changed = {
-            "endpoint": flags.api.endpoint if "endpoint" in overrides else api.endpoint,
-            "access_key_id": flags.api.access_key_id
-            if "access_key_id" in overrides
-            else api.access_key_id,
-            "access_key_secret": flags.api.access_key_secret
+        endpoint = flags.api.endpoint if "endpoint" in overrides else api.endpoint
+        key_id = flags.api.access_key_id if "access_key_id" in overrides else api.access_key_id
+        secret = (
+            flags.api.access_key_secret
             if "access_key_secret_file" in overrides
-            else api.access_key_secret,
-        }
-        from dataclasses import replace
-
-        return replace(config, api=replace(api, **changed))
+            else api.access_key_secret
+        )
+        new_api = replace(api, endpoint=endpoint, access_key_id=key_id, access_key_secret=secret)
+        return replace(config, api=new_api)
     try:
         return parse_config({"api": overrides}, base_dir=Path.cwd(), source="command line")
     except ConfigError as exc:
@@ -450,15 +450,16 @@ def _flag_names(problems: Sequence[str]) -> list[str]:
     """Config paths as the flags that set them (api.access_key_id -> --api.access-key-id)."""
     out = []
     for problem in problems:
+        named = problem
         for key in ("access_key_secret_file", "access_key_secret", "access_key_id", "endpoint"):
             path = f"api.{key}"
             if problem.startswith(path):
                 flag = "--api." + key.replace("_", "-")
                 if key == "access_key_secret":
                     flag = f"--api.access-key-secret-file or {ENV_ACCESS_KEY_SECRET}"
-                problem = flag + problem[len(path) :]
+                named = flag + problem[len(path) :]
                 break
-        out.append(problem)
+        out.append(named)
     return out
 
 
@@ -598,15 +599,13 @@ def serve(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from exporter.httpserver import HTTPServer
+    from exporter.httpserver import HTTPServer, parse_listen_address
     from exporter.server import make_app
     from exporter.service import Exporter
     from exporter.store.backends import open_store
     from exporter.store.sqlite import StoreLockedError
     from exporter.watcher import TaskFileWatcher
     from exporter.webconfig import WebConfigError, load_web_config
-
-    from exporter.httpserver import parse_listen_address
 
     try:
         parse_listen_address(args.listen_address)

@@ -280,7 +280,7 @@ def panels(config: MixinConfig) -> list[dict[str, Any]]:
 
     t = config.thresholds
     status_of = f'cloudvod_concat_task_status{{{TASK},status="%s"}}'
-    failed = f"(cloudvod_concat_task_status{{{TASK},status=\"failed\"}} == 1)"
+    failed = f'(cloudvod_concat_task_status{{{TASK},status="failed"}} == 1)'
     failed_since = (
         f"{FAILED_FIRST_SEEN}{{{TASK}}} * 1000\n  and on (job, instance, trans_no) {failed}"
     )
@@ -814,7 +814,9 @@ def dashboard(config: MixinConfig) -> dict[str, Any]:
             "list": [
                 datasource,
                 _variable(
-                    "job", "Job", f"label_values(cloudvod_concat_watched_tasks{{{config.selector}}}, job)"
+                    "job",
+                    "Job",
+                    f"label_values(cloudvod_concat_watched_tasks{{{config.selector}}}, job)",
                 ),
                 _variable(
                     "instance",

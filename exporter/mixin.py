@@ -307,8 +307,20 @@ def _block(expr: str) -> str:
     return text + "\n" if "\n" in text else text
 
 
+# The share of failed requests; 0 (not "no data") while there were requests but no errors.
+RATIO_1560 = """
+(
+    sum by (job, instance) (rate(cloudvod_concat_api_errors_total{code!="1560"}[5m]))
+  or
+    0 * sum by (job, instance) (rate(cloudvod_concat_api_requests_total[5m]))
+)
+/
+(sum by (job, instance) (rate(cloudvod_concat_api_requests_total[5m])) > 0)
+"""
 FAILED_FIRST_SEEN = "trans_no:cloudvod_concat_task_failed_start_timestamp_seconds:first_seen"
-PROCESSING_FIRST_SEEN = "trans_no:cloudvod_concat_task_processing_start_timestamp_seconds:first_seen"
+PROCESSING_FIRST_SEEN = (
+    "trans_no:cloudvod_concat_task_processing_start_timestamp_seconds:first_seen"
+)
 
 
 def recording_groups(config: MixinConfig) -> list[dict[str, Any]]:
@@ -352,20 +364,11 @@ def recording_groups(config: MixinConfig) -> list[dict[str, Any]]:
                 {
                     # 0 (not "no data") while there were requests but no errors.
                     "record": "instance:cloudvod_concat_api_errors_excluding_1560:ratio_rate5m",
-                    "expr": _block(
-                        """
-                        (
-                            sum by (job, instance) (rate(cloudvod_concat_api_errors_total{code!="1560"}[5m]))
-                          or
-                            0 * sum by (job, instance) (rate(cloudvod_concat_api_requests_total[5m]))
-                        )
-                        /
-                        (sum by (job, instance) (rate(cloudvod_concat_api_requests_total[5m])) > 0)
-                        """
-                    ),
+                    "expr": _block(RATIO_1560),
                 },
                 {
-                    "record": "instance_le:cloudvod_concat_api_request_duration_seconds_bucket:rate5m",
+                    "record": "instance_le:cloudvod_concat_api_request_duration_seconds_bucket"
+                    ":rate5m",
                     "expr": "sum by (job, instance, le) "
                     "(rate(cloudvod_concat_api_request_duration_seconds_bucket[5m]))",
                 },
@@ -432,8 +435,7 @@ def alert_groups(config: MixinConfig) -> list[dict[str, Any]]:
             "CloudVodConcatTaskStuckProcessing",
             "time() - $processing_first_seen > $stuck",
             "warning",
-            "Cloud VoD splicing task {{ $labels.trans_no }} has been processing for over"
-            " $stuck_h.",
+            "Cloud VoD splicing task {{ $labels.trans_no }} has been processing for over $stuck_h.",
             """
             Splicing task {{ $labels.trans_no }} has been in status processing for
             {{ $value | humanizeDuration }} (since Prometheus first saw it processing), longer
@@ -713,7 +715,7 @@ def _emit_entry(head: str, value: Any, indent: int, lines: list[str], key: str) 
     inner = " " * (indent + 2)
     if isinstance(value, Mapping | list) and value:
         lines.append(head)
-        _emit(value, indent + (2 if isinstance(value, Mapping) else 2), lines, key)
+        _emit(value, indent + 2, lines, key)
     elif isinstance(value, str) and "\n" in value:
         lines.append(f"{head} |" + ("" if value.endswith("\n") else "-"))
         lines.extend(inner + line if line else "" for line in value.removesuffix("\n").split("\n"))
@@ -764,7 +766,8 @@ def render_recording(config: MixinConfig) -> str:
     note = (
         "# Names follow level:metric:operations. The group cloudvod_concat.task_first_seen\n"
         "# remembers, per task, when this Prometheus first saw it processing or failed, by\n"
-        "# reading its own previous value (docs/monitoring.md#how-long-has-a-task-been-processing).\n"
+        "# reading its own previous value\n"
+        "# (docs/monitoring.md#how-long-has-a-task-been-processing).\n"
     )
     return _HEADER + note + _yaml({"groups": recording_groups(config)})
 

@@ -249,7 +249,11 @@ def render(summary: Summary, rows: Sequence[TaskRow], flt: Filter, now: float | 
         paging.append(f'<a href="{_e(flt.url(page=page + 1))}" rel="next">next</a>')
     status_options = "".join(
         f'<option value="{_e(v)}"{" selected" if flt.status == v else ""}>{_e(label)}</option>'
-        for v, label in [("", "any status"), *((s, s) for s in STATUSES), (FAILING, "query failing")]
+        for v, label in [
+            ("", "any status"),
+            *((s, s) for s in STATUSES),
+            (FAILING, "query failing"),
+        ]
     )
     metrics = _e(summary.telemetry_path)
     return f"""<!DOCTYPE html>
@@ -262,7 +266,8 @@ def render(summary: Summary, rows: Sequence[TaskRow], flt: Filter, now: float | 
 <table class="summary">
 {summary_html}
 </table>
-<nav><a href="{metrics}">Metrics</a> <a href="/-/healthy">Health</a> <a href="/-/ready">Readiness</a></nav>
+<nav><a href="{metrics}">Metrics</a> <a href="/-/healthy">Health</a>
+<a href="/-/ready">Readiness</a></nav>
 <form id="lookup" action="/probe" method="get">
 <label>Look up a transNo (queries the API now, within the budget):
 <input name="trans_no" required maxlength="32" pattern="[A-Za-z0-9_\\-]{{1,32}}" size="34"></label>
@@ -278,7 +283,8 @@ def render(summary: Summary, rows: Sequence[TaskRow], flt: Filter, now: float | 
 </form>
 <p id="paging">{" ".join(paging)}</p>
 <table id="tasks">
-<thead><tr><th>transNo</th><th>status</th><th>data age</th><th>last error</th><th>labels</th></tr></thead>
+<thead><tr><th>transNo</th><th>status</th><th>data age</th><th>last error</th>
+<th>labels</th></tr></thead>
 <tbody>
 {body_rows}
 </tbody>

@@ -218,16 +218,23 @@ def test_help_explains_every_command(command: tuple[str, ...]) -> None:
     parser = build_parser()
     if command:
         parser = next(
-            a.choices[command[0]] for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+            a.choices[command[0]]
+            for a in parser._actions
+            if isinstance(a, argparse._SubParsersAction)
         )
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             continue
         assert action.help, f"{action.option_strings or action.dest} has no help"
-        if action.option_strings and action.option_strings[0].startswith("--") and action.dest not in {
-            "help",
-            "version",
-        }:
+        if (
+            action.option_strings
+            and action.option_strings[0].startswith("--")
+            and action.dest
+            not in {
+                "help",
+                "version",
+            }
+        ):
             assert env_name(action.option_strings[0]) in " ".join(text.split()), action.dest
 
 
@@ -365,7 +372,9 @@ def test_simulator_prints_its_credentials_and_transnos() -> None:
     from exporter.simulator.cli import startup_message
     from exporter.simulator.tasks import demo_tasks
 
-    text = startup_message("http://127.0.0.1:8080", demo_tasks(0.0), "demo-access-key", "demo-secret")
+    text = startup_message(
+        "http://127.0.0.1:8080", demo_tasks(0.0), "demo-access-key", "demo-secret"
+    )
     assert "access key ID:     demo-access-key" in text
     assert "access key secret: demo-secret" in text
     assert f"sample transNos:   {EXAMPLE} demo-ok-10s" in text

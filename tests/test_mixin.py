@@ -62,7 +62,10 @@ def test_kustomization_lists_the_prometheusrule() -> None:
 
 def test_prometheusrule_holds_both_rule_files() -> None:
     manifest = yaml.safe_load((REPO / "deploy/kubernetes/prometheusrule.yaml").read_text())
-    assert (manifest["apiVersion"], manifest["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    assert (manifest["apiVersion"], manifest["kind"]) == (
+        "monitoring.coreos.com/v1",
+        "PrometheusRule",
+    )
     files = [REPO / "prometheus/recording.yml", REPO / "prometheus/alerts.yml"]
     groups = [g for path in files for g in yaml.safe_load(path.read_text())["groups"]]
     assert manifest["spec"]["groups"] == groups
@@ -80,7 +83,10 @@ def test_a_users_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     down = alerts["CloudVodConcatExporterDown"]
     assert down["expr"] == 'up{job="vod-exporter", env="prod"} == 0'
     assert down["for"] == "2m"
-    assert alerts["CloudVodConcatExporterAbsent"]["expr"] == 'absent(up{job="vod-exporter", env="prod"})'
+    assert (
+        alerts["CloudVodConcatExporterAbsent"]["expr"]
+        == 'absent(up{job="vod-exporter", env="prod"})'
+    )
     assert alerts["CloudVodConcatTaskQueryFailing"]["for"] == "1h"
     assert "> 14400" in alerts["CloudVodConcatTaskStuckProcessing"]["expr"]
     assert "over 4h" in alerts["CloudVodConcatTaskStuckProcessing"]["annotations"]["summary"]
@@ -111,7 +117,13 @@ def test_a_users_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
     promtool = require_tool("promtool")
     check = subprocess.run(
-        [promtool, "check", "rules", out / "prometheus/alerts.yml", out / "prometheus/recording.yml"],
+        [
+            promtool,
+            "check",
+            "rules",
+            out / "prometheus/alerts.yml",
+            out / "prometheus/recording.yml",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

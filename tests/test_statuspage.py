@@ -88,7 +88,9 @@ def test_budget_reload_and_version_are_shown() -> None:
 
 
 def test_failed_reload_lists_the_problems() -> None:
-    summary = Summary(**{**SUMMARY.__dict__, "reload_ok": False, "reload_problems": ("tasks[0]: bad",)})
+    summary = Summary(
+        **{**SUMMARY.__dict__, "reload_ok": False, "reload_problems": ("tasks[0]: bad",)}
+    )
     page = render(summary, ROWS, Filter(), now=NOW)
     assert "FAILED" in page and "<li>tasks[0]: bad</li>" in page
 
