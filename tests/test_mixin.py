@@ -189,3 +189,27 @@ def test_invalid_yaml_names_the_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     path.write_text("selector: 'job=\"x\"'\nfor: [\n", encoding="utf-8")
     assert main(["mixin", f"--config={path}", f"--out={tmp_path / 'out'}"]) == 2
     assert "invalid YAML at line 3" in capsys.readouterr().err
+
+
+def test_the_readme_build_works_as_written(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Your own build of the rules and dashboard")[1]
+    config = section.split("cat > mixin.yaml <<'YAML'\n")[1].split("\nYAML\n")[0]
+    command = next(line for line in section.splitlines() if line.startswith("cloudvod-concat-"))
+    assert command == "cloudvod-concat-exporter mixin --config=mixin.yaml --out=build/"
+    (tmp_path / "mixin.yaml").write_text(config, encoding="utf-8")
+    argv = [a.replace("mixin.yaml", str(tmp_path / "mixin.yaml")) for a in command.split()[1:]]
+    argv = [a.replace("build/", str(tmp_path / "build")) for a in argv]
+    assert main(argv) == 0
+    alerts = yaml.safe_load((tmp_path / "build/prometheus/alerts.yml").read_text())
+    down = next(
+        rule
+        for group in alerts["groups"]
+        for rule in group["rules"]
+        if rule["alert"] == "CloudVodConcatExporterDown"
+    )
+    assert down["expr"] == 'up{job="vod-exporter"} == 0'
+    assert down["annotations"]["dashboard"].startswith("https://grafana.example.com/d/")
+    assert down["annotations"]["runbook_url"] == (
+        "https://git.example.com/ops/runbooks/cloudvod.md#cloudvodconcatexporterdown"
+    )
