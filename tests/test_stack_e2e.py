@@ -27,7 +27,7 @@ from exporter import metrics
 from exporter.mixin import parse_mixin_config, write
 from tests.conftest import require_tool
 from tests.dashboard_queries import SCHEDULER_METRICS, load_dashboard, metric_names, panel_queries
-from tests.processes import REPO, Process, exporter_command, free_port, http_ok, wait_until
+from tests.processes import Process, exporter_command, free_port, http_ok, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -217,7 +217,8 @@ def test_failed_task_alert_reaches_the_webhook_and_resolves(stack: dict[str, Any
     still_failed = 'cloudvod_concat_task_status{trans_no="demo-failed-old",status="failed"} == 1'
     assert query(prom, still_failed)
     # ...and does not come back.
-    assert not query(prom, 'ALERTS{alertname="CloudVodConcatTaskFailed",trans_no="demo-failed-old"}')
+    alerts = 'ALERTS{alertname="CloudVodConcatTaskFailed",trans_no="demo-failed-old"}'
+    assert not query(prom, alerts)
 
 
 def test_unknown_transno_raises_the_configuration_alert(stack: dict[str, Any]) -> None:
