@@ -95,9 +95,9 @@ ENV_NOTE = (
 EPILOGS = {
     "serve": f"""\
 examples:
-  {PROG} --demo                                  # built-in simulator, no account needed
+  {PROG} --demo   # built-in simulator, no account needed
   {PROG} --config.file=config.yaml --web.listen-address=:9877
-  CLOUDVOD_CONCAT_WEB_LISTEN_ADDRESS=127.0.0.1:9877 {PROG} --config.file=config.yaml
+  CLOUDVOD_CONCAT_WEB_LISTEN_ADDRESS=127.0.0.1:9877 {PROG} --config.file=c.yaml
 
 commands: check-config, query, simulate, mixin ({PROG} COMMAND --help)
 signals: SIGHUP (or POST /-/reload) reloads the configuration; SIGTERM/SIGINT stop.
@@ -120,11 +120,12 @@ exit codes: 0 valid, 2 invalid""",
 examples:
   {PROG} query --config.file=config.yaml 0251168101641000f4cf4da800000000
   {ENV_ACCESS_KEY_ID}=demo-access-key {ENV_ACCESS_KEY_SECRET}=demo-secret \\
-    {PROG} query --api.endpoint=http://127.0.0.1:8080 --format=json demo-successful-1
+    {PROG} query --api.endpoint=http://127.0.0.1:8080 --format=json demo-ok-old
 
 Without --config.file the endpoint and credentials come from the --api.* flags and the
-environment ({ENV_ACCESS_KEY_ID}, {ENV_ACCESS_KEY_SECRET}); the secret is never a flag, so it does
-not show in the process list. With --config.file, the --api.* flags override the file.
+environment ({ENV_ACCESS_KEY_ID}, {ENV_ACCESS_KEY_SECRET}); the secret is never
+a flag, so it does not show in the process list. With --config.file, the --api.* flags override
+the file.
 
 {ENV_NOTE}
 
@@ -132,7 +133,7 @@ exit codes: 0 every transNo got a status answer, 1 some did not (an API error co
 counts as no answer; 1560 is a processing answer), 2 bad transNo, flag or configuration""",
     "simulate": f"""\
 examples:
-  {PROG} simulate                                 # 20 demo tasks on 127.0.0.1:8080
+  {PROG} simulate   # 20 demo tasks on 127.0.0.1:8080
   {PROG} simulate --listen=127.0.0.1:0 --tasks=10000 --rate-limit=none
 
 It prints its URL, its credentials and sample transNos at start-up.
@@ -142,8 +143,8 @@ It prints its URL, its credentials and sample transNos at start-up.
 exit codes: 0 stopped by SIGTERM/SIGINT, 1 cannot listen, 2 bad flag""",
     "mixin": f"""\
 examples:
-  {PROG} mixin --out=build/                       # the files shipped in this repository
-  {PROG} mixin --config=mixin.yaml --out=build/   # your job, URLs and thresholds
+  {PROG} mixin --out=build/                       # the files shipped here
+  {PROG} mixin --config=mixin.yaml --out=build/   # your job, URLs, thresholds
 
 Writes prometheus/alerts.yml, prometheus/recording.yml, grafana/cloudvod-concat.json and
 deploy/kubernetes/prometheusrule.yaml under --out (see docs/monitoring.md#the-monitoring-mixin).
@@ -195,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full command line."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Prometheus exporter for Cloud VoD video splicing tasks (videoConcatQuery). "
+        description="Prometheus exporter for Cloud VoD video splicing tasks (videoConcatQuery).\n"
         "Without a command: serve /metrics.",
         epilog=EPILOGS["serve"],
         formatter_class=HelpFormatter,
