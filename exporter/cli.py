@@ -25,9 +25,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter import __version__, logs
 from exporter.client import Exchange
 from exporter.config import (
-    DEFAULT_ENDPOINT,
-    ENV_ACCESS_KEY_ID,
-    ENV_ACCESS_KEY_SECRET,
     ApiConfig,
     Config,
     ConfigError,
@@ -38,10 +35,15 @@ from exporter.config import (
     parse_config,
     parse_duration,
 )
-from exporter.protocol import TRANS_NO_RE
+from exporter.metrics import clarity_name
+from exporter.protocol import (
+    DEFAULT_ENDPOINT,
+    ENV_ACCESS_KEY_ID,
+    ENV_ACCESS_KEY_SECRET,
+    TRANS_NO_RE,
+)
 from exporter.simulator.server import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from exporter.state import NEVER_ASKED, TaskState, answered, failed
-from exporter.metrics import clarity_name
 
 log = logging.getLogger("exporter")
 

@@ -73,6 +73,8 @@ class Thresholds:
     api_error_ratio: float = 0.10
     processing_answer_age_factor: float = 3.0
     processing_answer_age_slack: float = 60.0
+    # Longer than refresh.error_max (30m): a rejected task is retried at least once in it.
+    config_error_window: float = 3600.0
 
 
 _DURATION_THRESHOLDS = {
@@ -81,6 +83,7 @@ _DURATION_THRESHOLDS = {
     "stale_successful",
     "stale_failed",
     "processing_answer_age_slack",
+    "config_error_window",
 }
 
 
@@ -385,6 +388,7 @@ def alert_groups(config: MixinConfig) -> list[dict[str, Any]]:
     window = config.failed_task_window
     values = {
         "sel": sel,
+        "cfg_window": format_duration(t.config_error_window),
         "window": _num(window),
         "window_h": _human(window),
         "stuck": _num(t.stuck_processing),
@@ -465,14 +469,20 @@ def alert_groups(config: MixinConfig) -> list[dict[str, Any]]:
             "CloudVodConcatTaskConfigError",
             """
             sum by (job, instance, code) (
-              increase(cloudvod_concat_api_errors_total{code=~"1601|1602|1603"}[10m])
-            ) > 0
+                increase(cloudvod_concat_api_errors_total{code=~"1601|1602|1603"}[$cfg_window]) > 0
+              or
+                (
+                    cloudvod_concat_api_errors_total{code=~"1601|1602|1603"}
+                  unless
+                    cloudvod_concat_api_errors_total{code=~"1601|1602|1603"} offset $cfg_window
+                )
+            )
             """,
             "warning",
             "Exporter {{ $labels.instance }} watches tasks the API rejects (error {{"
             " $labels.code }}).",
             """
-            In the last 10 minutes the Cloud VoD API answered queries of exporter
+            Over the last $cfg_window the Cloud VoD API answered queries of exporter
             {{ $labels.instance }} with error {{ $labels.code }} ({{ if eq $labels.code "1603"
             }}the transNo does not exist{{ else if eq $labels.code "1602" }}illegal
             transNo{{ else }}missing or invalid parameter{{ end }}): the task list or the account

@@ -107,25 +107,11 @@ def recording_rule_names(path: Path = RECORDING_RULES_PATH) -> set[str]:
     return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
 
 
-# Metrics the rules and the dashboard use that the scheduler rewrite on main adds (issue 14
-# item 5); tests/test_rules.py checks they are named as the product contract says.
-SCHEDULER_METRICS = frozenset(
-    {
-        "cloudvod_concat_task_queried",
-        "cloudvod_concat_storage_up",
-        "cloudvod_concat_replicas",
-        "cloudvod_concat_refresh_interval_seconds",
-        "cloudvod_concat_refresh_interval_target_seconds",
-        "cloudvod_concat_answer_age_max_seconds",
-    }
-)
-
-
 def known_metric_names() -> set[str]:
     """Names a query may use: the exporter's metrics, the recording rules, and `up`."""
     from exporter import metrics
 
-    names = {"up"} | recording_rule_names() | SCHEDULER_METRICS
+    names = {"up"} | recording_rule_names()
     for metric in metrics.ALL:
         names.add(metric.name)
         if metric.type == "histogram":
