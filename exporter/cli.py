@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--storage.path",
         dest="storage_path",
         default="data/",
+        metavar="PATH",
         help='folder of the state file (SQLite); "" keeps state in memory only',
     )
     parser.add_argument(
