@@ -99,6 +99,7 @@ class MixinConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     for_: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_FOR))
     prometheus_rule_name: str = "cloudvod-concat"
+    prometheus_rule_namespace: str = "monitoring"  # as deploy/kubernetes/kustomization.yaml
     prometheus_rule_labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -206,13 +207,14 @@ def parse_mixin_config(data: Any) -> MixinConfig:
     if not isinstance(rule, Mapping):
         problems.append("prometheus_rule: expected a mapping")
         rule = {}
-    for key in sorted(set(rule) - {"name", "labels"}, key=str):
-        problems.append(f"prometheus_rule.{key}: unknown key (known: labels, name)")
-    if "name" in rule and (name := text("prometheus_rule.name", rule["name"])) is not None:
-        if re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name):
-            changes["prometheus_rule_name"] = name
-        else:
-            problems.append("prometheus_rule.name: not a Kubernetes object name")
+    for key in sorted(set(rule) - {"name", "namespace", "labels"}, key=str):
+        problems.append(f"prometheus_rule.{key}: unknown key (known: labels, name, namespace)")
+    for key in ("name", "namespace"):
+        if key in rule and (name := text(f"prometheus_rule.{key}", rule[key])) is not None:
+            if re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) and len(name) <= 63:
+                changes[f"prometheus_rule_{key}"] = name
+            else:
+                problems.append(f"prometheus_rule.{key}: not a Kubernetes {key}")
     labels = rule.get("labels", {})
     if not isinstance(labels, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
@@ -788,7 +790,11 @@ def render_prometheus_rule(config: MixinConfig) -> str:
     manifest = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": {"name": config.prometheus_rule_name, "labels": labels},
+        "metadata": {
+            "name": config.prometheus_rule_name,
+            "namespace": config.prometheus_rule_namespace,
+            "labels": labels,
+        },
         "spec": {"groups": recording_groups(config) + alert_groups(config)},
     }
     note = (

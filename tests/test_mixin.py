@@ -37,6 +37,7 @@ for:
   CloudVodConcatTaskQueryFailing: 1h
 prometheus_rule:
   name: vod-rules
+  namespace: observability
   labels: {release: kube-prometheus-stack}
 """
 
@@ -113,6 +114,7 @@ def test_a_users_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
     rule = yaml.safe_load((out / "deploy/kubernetes/prometheusrule.yaml").read_text())
     assert rule["metadata"]["name"] == "vod-rules"
+    assert rule["metadata"]["namespace"] == "observability"
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
     promtool = require_tool("promtool")
@@ -163,6 +165,7 @@ def test_for_zero_drops_the_clause() -> None:
         ({"thresholds": {"stale_failed": "12 hours"}}, "thresholds.stale_failed: invalid duration"),
         ({"for": {"CloudVodConcatNope": "5m"}}, "for.CloudVodConcatNope: no such alert"),
         ({"prometheus_rule": {"name": "Bad_Name"}}, "prometheus_rule.name: not a Kubernetes"),
+        ({"prometheus_rule": {"namespace": "a b"}}, "prometheus_rule.namespace: not a Kuber"),
         (["selector"], "(top level): expected a mapping"),
     ],
 )
