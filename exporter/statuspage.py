@@ -53,6 +53,9 @@ class Summary:
     reload_problems: tuple[str, ...]
     telemetry_path: str = "/metrics"
     version: str = __version__
+    storage_backend: str = "memory"
+    storage_up: bool = True
+    replicas: int = 1
 
 
 def snapshot(exporter: Exporter, telemetry_path: str = "/metrics") -> tuple[Summary, list[TaskRow]]:
@@ -84,6 +87,9 @@ def snapshot(exporter: Exporter, telemetry_path: str = "/metrics") -> tuple[Summ
         reload_timestamp=reload.success_timestamp,
         reload_problems=tuple(reload.problems),
         telemetry_path=telemetry_path,
+        storage_backend=status.storage_backend,
+        storage_up=status.storage_up,
+        replicas=status.replicas,
     )
     return summary, rows
 
@@ -225,6 +231,12 @@ def render(summary: Summary, rows: Sequence[TaskRow], flt: Filter, now: float | 
         ),
         ("Refresh backlog", f"{_e(summary.backlog)} tasks deferred at the last collection"),
         ("Last reload", reload_line),
+        (
+            "State store",
+            f"{_e(summary.storage_backend)}, "
+            + ("up" if summary.storage_up else '<span class="err">not answering</span>')
+            + f"; {_e(summary.replicas)} replica{'' if summary.replicas == 1 else 's'} alive",
+        ),
     ]
     summary_html = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in summary_rows)
 

@@ -85,6 +85,9 @@ def test_budget_reload_and_version_are_shown() -> None:
     assert "20 of 300 requests used in the last 300s (280 left)" in page
     assert "successful (2023-11-14 22:12:20 UTC)" in page
     assert "Version" in page
+    assert "memory, up; 1 replica alive" in page
+    down = Summary(**{**SUMMARY.__dict__, "storage_backend": "redis", "storage_up": False})
+    assert 'redis, <span class="err">not answering</span>' in render(down, ROWS, Filter(), now=NOW)
 
 
 def test_failed_reload_lists_the_problems() -> None:
