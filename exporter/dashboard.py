@@ -7,10 +7,16 @@ variables; per-task queries also by `trans_no`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from exporter.mixin import MixinConfig
+from exporter.mixin import (
+    DASHBOARD_TITLE,
+    DASHBOARD_UID,
+    FAILED_FIRST_SEEN,
+    PROCESSING_FIRST_SEEN,
+    MixinConfig,
+    human_duration,
+)
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 EXP = 'job=~"$job",instance=~"$instance"'
@@ -276,8 +282,6 @@ def _variable(name: str, label: str, query: str) -> dict[str, Any]:
 
 def panels(config: MixinConfig) -> list[dict[str, Any]]:
     """Every panel, top to bottom."""
-    from exporter.mixin import FAILED_FIRST_SEEN, PROCESSING_FIRST_SEEN, _human
-
     t = config.thresholds
     status_of = f'cloudvod_concat_task_status{{{TASK},status="%s"}}'
     failed = f'(cloudvod_concat_task_status{{{TASK},status="failed"}} == 1)'
@@ -384,7 +388,7 @@ def panels(config: MixinConfig) -> list[dict[str, Any]]:
             "Tasks the API reports as failed (final), with the vendor's task ID and when this "
             "Prometheus first saw them failed (recording rule "
             f"{FAILED_FIRST_SEEN}). Failed tasks have no video. Alert: CloudVodConcatTaskFailed, "
-            f"for {_human(config.failed_task_window)} after the failure was first seen.",
+            f"for {human_duration(config.failed_task_window)} after the failure was first seen.",
             (0, 14, 12, 9),
             [
                 f"(\n  {failed_since}\n)\n* on (job, instance, trans_no) group_left (task_id) "
@@ -408,7 +412,7 @@ def panels(config: MixinConfig) -> list[dict[str, Any]]:
             f"processing (recording rule {PROCESSING_FIRST_SEEN}; a lower bound if the task was "
             'already processing when the rule was loaded). "Data age": time since the last '
             "answer. Alert: CloudVodConcatTaskStuckProcessing (over "
-            f"{_human(t.stuck_processing)}).",
+            f"{human_duration(t.stuck_processing)}).",
             (12, 14, 12, 9),
             [
                 f"time() - {PROCESSING_FIRST_SEEN}{{{TASK}}}",
@@ -603,8 +607,9 @@ def panels(config: MixinConfig) -> list[dict[str, Any]]:
             "Time since the oldest answer among the selected tasks, per status. Normal up to "
             "about the refresh interval of that status (default: processing every scrape, "
             "successful 1h, failed 6h); alert CloudVodConcatDataStale above "
-            f"{_human(t.stale_processing)} (processing), {_human(t.stale_successful)} "
-            f"(successful), {_human(t.stale_failed)} (failed).",
+            f"{human_duration(t.stale_processing)} (processing), "
+            f"{human_duration(t.stale_successful)} (successful), "
+            f"{human_duration(t.stale_failed)} (failed).",
             (8, 57, 8, 8),
             [
                 (
@@ -756,8 +761,6 @@ def _state_timeline(status_of: str) -> dict[str, Any]:
 
 def dashboard(config: MixinConfig) -> dict[str, Any]:
     """The whole dashboard JSON document."""
-    from exporter.mixin import DASHBOARD_TITLE, DASHBOARD_UID
-
     links: list[dict[str, Any]] = []
     if config.runbook_url.startswith(("http://", "https://")):
         links.append(

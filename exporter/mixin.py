@@ -252,7 +252,7 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
 
 
-def _human(seconds: float) -> str:
+def human_duration(seconds: float) -> str:
     """A duration for annotation text ("2h", "1h30m")."""
     return format_duration(seconds)
 
@@ -392,15 +392,15 @@ def alert_groups(config: MixinConfig) -> list[dict[str, Any]]:
         "sel": sel,
         "cfg_window": format_duration(t.config_error_window),
         "window": _num(window),
-        "window_h": _human(window),
+        "window_h": human_duration(window),
         "stuck": _num(t.stuck_processing),
-        "stuck_h": _human(t.stuck_processing),
+        "stuck_h": human_duration(t.stuck_processing),
         "stale_p": _num(t.stale_processing),
         "stale_s": _num(t.stale_successful),
         "stale_f": _num(t.stale_failed),
-        "stale_p_h": _human(t.stale_processing),
-        "stale_s_h": _human(t.stale_successful),
-        "stale_f_h": _human(t.stale_failed),
+        "stale_p_h": human_duration(t.stale_processing),
+        "stale_s_h": human_duration(t.stale_successful),
+        "stale_f_h": human_duration(t.stale_failed),
         "ratio": _num(t.api_error_ratio),
         "ratio_pct": _num(round(t.api_error_ratio * 100, 6)) + "%",
         "factor": _num(t.processing_answer_age_factor),
@@ -806,7 +806,7 @@ def render_prometheus_rule(config: MixinConfig) -> str:
 
 def render_dashboard(config: MixinConfig) -> str:
     """grafana/cloudvod-concat.json."""
-    from exporter.dashboard import dashboard
+    from exporter.dashboard import dashboard  # it imports this module's names
 
     return json.dumps(dashboard(config), indent=2, ensure_ascii=False) + "\n"
 
