@@ -1,6 +1,8 @@
 """Command line: flags, sub-commands, wiring and exit codes.
 
-Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error. Every flag can also be
+set from the environment: CLOUDVOD_CONCAT_ plus the flag's name upper-cased, dots and dashes as
+underscores (`--web.listen-address` is CLOUDVOD_CONCAT_WEB_LISTEN_ADDRESS); the command line wins.
 """
 
 from __future__ import annotations
@@ -8,11 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -27,59 +32,213 @@ from exporter.config import (
     StorageConfig,
     Task,
     load_config,
+    parse_config,
     parse_duration,
 )
-from exporter.protocol import TRANS_NO_RE
+from exporter.metrics import clarity_name
+from exporter.protocol import (
+    DEFAULT_ENDPOINT,
+    ENV_ACCESS_KEY_ID,
+    ENV_ACCESS_KEY_SECRET,
+    TRANS_NO_RE,
+)
 from exporter.simulator.server import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from exporter.state import NEVER_ASKED, TaskState, answered, failed
 
 log = logging.getLogger("exporter")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+ENV_PREFIX = "CLOUDVOD_CONCAT_"
+PROG = "cloudvod-concat-exporter"
+
+
+def env_name(option: str) -> str:
+    """A flag's environment variable: --web.listen-address is CLOUDVOD_CONCAT_WEB_LISTEN_ADDRESS."""
+    return ENV_PREFIX + option.lstrip("-").upper().replace(".", "_").replace("-", "_")
+
+
+def _long_option(action: argparse.Action) -> str | None:
+    longs = [o for o in action.option_strings if o.startswith("--")]
+    return longs[0] if longs else None
+
+
+def _takes_env(action: argparse.Action) -> bool:
+    return _long_option(action) is not None and not isinstance(
+        action, argparse._HelpAction | argparse._VersionAction
+    )
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each flag's default and environment variable; keeps the epilog's layout."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34, width=100)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        extras = []
+        if (
+            "%(default)" not in text
+            and action.default not in (None, False, argparse.SUPPRESS)
+            and action.option_strings
+        ):
+            extras.append("default: %(default)s")
+        if _takes_env(action):
+            extras.append("env " + env_name(_long_option(action) or ""))
+        return f"{text} ({'; '.join(extras)})" if extras else text
+
+
+EXIT_CODES = "exit codes: 0 success, 1 runtime failure, 2 usage or configuration error"
+ENV_NOTE = (
+    "Every flag can be set from the environment: CLOUDVOD_CONCAT_ + the flag name upper-cased,\n"
+    "dots and dashes as underscores (shown after each flag); a flag on the command line wins.\n"
+    f"API credentials: {ENV_ACCESS_KEY_ID}, {ENV_ACCESS_KEY_SECRET}."
+)
+EPILOGS = {
+    "serve": f"""\
+examples:
+  {PROG} --demo   # built-in simulator, no account needed
+  {PROG} --config.file=config.yaml --web.listen-address=:9877
+  CLOUDVOD_CONCAT_WEB_LISTEN_ADDRESS=127.0.0.1:9877 {PROG} --config.file=c.yaml
+
+commands: check-config, query, simulate, mixin ({PROG} COMMAND --help)
+signals: SIGHUP (or POST /-/reload) reloads the configuration; SIGTERM/SIGINT stop.
+
+{ENV_NOTE}
+
+exit codes: 0 stopped by SIGTERM/SIGINT, 1 cannot listen (port in use), 2 bad flag, listen
+address or configuration""",
+    "check-config": f"""\
+examples:
+  {PROG} check-config --config.file=config.yaml
+
+Validates the file and every task file and prints every problem as `path: problem`; never calls
+the API.
+
+{ENV_NOTE}
+
+exit codes: 0 valid, 2 invalid""",
+    "query": f"""\
+examples:
+  {PROG} query --config.file=config.yaml 0251168101641000f4cf4da800000000
+  {ENV_ACCESS_KEY_ID}=demo-access-key {ENV_ACCESS_KEY_SECRET}=demo-secret \\
+    {PROG} query --api.endpoint=http://127.0.0.1:8080 --format=json demo-ok-old
+
+Without --config.file the endpoint and credentials come from the --api.* flags and the
+environment ({ENV_ACCESS_KEY_ID}, {ENV_ACCESS_KEY_SECRET}); the secret is never
+a flag, so it does not show in the process list. With --config.file, the --api.* flags override
+the file.
+
+{ENV_NOTE}
+
+exit codes: 0 every transNo got a status answer, 1 some did not (an API error code such as 1603
+counts as no answer; 1560 is a processing answer), 2 bad transNo, flag or configuration""",
+    "simulate": f"""\
+examples:
+  {PROG} simulate   # 20 demo tasks on 127.0.0.1:8080
+  {PROG} simulate --listen=127.0.0.1:0 --tasks=10000 --rate-limit=none
+
+It prints its URL, its credentials and sample transNos at start-up.
+
+{ENV_NOTE}
+
+exit codes: 0 stopped by SIGTERM/SIGINT, 1 cannot listen, 2 bad flag""",
+    "mixin": f"""\
+examples:
+  {PROG} mixin --out=build/                       # the files shipped here
+  {PROG} mixin --config=mixin.yaml --out=build/   # your job, URLs, thresholds
+
+Writes prometheus/alerts.yml, prometheus/recording.yml, grafana/cloudvod-concat.json and
+deploy/kubernetes/prometheusrule.yaml under --out (see docs/monitoring.md#the-monitoring-mixin).
+
+{ENV_NOTE}
+
+exit codes: 0 written, 1 cannot write, 2 bad flag or mixin configuration""",
+}
 
 
 def _common(parser: argparse.ArgumentParser, *, config_default: str | None = "config.yaml") -> None:
     parser.add_argument(
-        "--config.file", dest="config_file", default=config_default, help="configuration file"
+        "--config.file",
+        dest="config_file",
+        default=config_default,
+        metavar="FILE",
+        help="configuration file (YAML)",
     )
+    _logging(parser)
+
+
+def _logging(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log.level", dest="log_level", default="info", choices=logs.LEVELS, help="log level"
     )
     parser.add_argument(
-        "--log.format", dest="log_format", default="logfmt", choices=("logfmt", "json")
+        "--log.format",
+        dest="log_format",
+        default="logfmt",
+        choices=("logfmt", "json"),
+        help="log line format on stderr",
+    )
+
+
+def _sub(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help_,
+        description=help_,
+        epilog=EPILOGS[name],
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full command line."""
     parser = argparse.ArgumentParser(
-        prog="cloudvod-concat-exporter",
-        description="Prometheus exporter for Cloud VoD video splicing tasks (videoConcatQuery).",
+        prog=PROG,
+        description="Prometheus exporter for Cloud VoD video splicing tasks (videoConcatQuery).\n"
+        "Without a command: serve /metrics.",
+        epilog=EPILOGS["serve"],
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,  # `mixin --config` must not be taken for --config.file
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _common(parser)
     parser.add_argument(
-        "--web.listen-address", dest="listen_address", default=":9877", help="address to serve on"
+        "--web.listen-address",
+        dest="listen_address",
+        default=":9877",
+        metavar="ADDRESS",
+        help='address to serve on: "host:port", "[ipv6]:port" or ":port" (every interface)',
     )
     parser.add_argument(
-        "--web.telemetry-path", dest="telemetry_path", default="/metrics", help="metrics path"
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        metavar="PATH",
+        help="path of the metrics endpoint",
     )
     parser.add_argument(
         "--web.config.file",
         dest="web_config_file",
         default=None,
+        metavar="FILE",
         help="exporter-toolkit web configuration (TLS, basic auth)",
     )
     parser.add_argument(
         "--config.watch-interval",
         dest="watch_interval",
         default="5s",
+        metavar="DURATION",
         help="how often task_files are checked for changes (0s: never)",
     )
     parser.add_argument(
         "--storage.path",
         dest="storage_path",
         default="data/",
+        metavar="PATH",
         help='folder of the state file (SQLite); "" keeps state in memory only',
     )
     parser.add_argument(
@@ -89,30 +248,119 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    check = sub.add_parser("check-config", help="validate the configuration and exit")
+    check = _sub(sub, "check-config", "validate the configuration and exit")
     _common(check)
 
-    query = sub.add_parser("query", help="ask the API about some tasks once and print the answers")
-    _common(query)
-    query.add_argument("--format", choices=("text", "json"), default="text")
-    query.add_argument("trans_nos", nargs="+", metavar="TRANSNO")
+    query = _sub(sub, "query", "ask the API about some tasks once and print the answers")
+    _common(query, config_default=None)
+    query.add_argument(
+        "--api.endpoint",
+        dest="api_endpoint",
+        default=None,
+        metavar="URL",
+        help=f"API base URL (without --config.file: default {DEFAULT_ENDPOINT})",
+    )
+    query.add_argument(
+        "--api.access-key-id",
+        dest="api_access_key_id",
+        default=None,
+        metavar="ID",
+        help=f"AccessKey ID (else env {ENV_ACCESS_KEY_ID} or the configuration file)",
+    )
+    query.add_argument(
+        "--api.access-key-secret-file",
+        dest="api_access_key_secret_file",
+        default=None,
+        metavar="FILE",
+        help=f"file holding the secret (else env {ENV_ACCESS_KEY_SECRET} or the configuration)",
+    )
+    query.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: a summary per task and the exposition; json: the same as one document",
+    )
+    query.add_argument(
+        "trans_nos",
+        nargs="+",
+        metavar="TRANSNO",
+        help="transNo of a splicing task (1-32 letters, digits, '_' or '-')",
+    )
 
     from exporter.simulator import cli as simulator_cli
 
-    simulate = sub.add_parser("simulate", help="run the Cloud VoD API simulator alone")
-    simulate.add_argument(
-        "--log.level", dest="log_level", default="info", choices=logs.LEVELS, help="log level"
-    )
-    simulate.add_argument(
-        "--log.format", dest="log_format", default="logfmt", choices=("logfmt", "json")
-    )
+    simulate = _sub(sub, "simulate", "run the Cloud VoD API simulator alone")
+    _logging(simulate)
     simulator_cli.add_arguments(simulate)
+
+    mixin = _sub(
+        sub, "mixin", "generate alert rules, recording rules, dashboard and PrometheusRule"
+    )
+    mixin.add_argument(
+        "--config",
+        dest="mixin_config",
+        default=None,
+        metavar="FILE",
+        help="mixin configuration (YAML; default: the shipped settings)",
+    )
+    mixin.add_argument(
+        "--out", dest="out", required=True, metavar="DIR", help="folder to write the files under"
+    )
+    _logging(mixin)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found.extend(_parsers(child))
+    return found
+
+
+def apply_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> list[str]:
+    """Use CLOUDVOD_CONCAT_* variables as flag defaults; return a problem per bad value."""
+    problems = []
+    for each in _parsers(parser):
+        for action in each._actions:
+            if not _takes_env(action):
+                continue
+            name = env_name(_long_option(action) or "")
+            if name not in environ:
+                continue
+            raw = environ[name]
+            value: Any = raw
+            if isinstance(action, argparse._StoreTrueAction):
+                lowered = raw.strip().lower()
+                if lowered not in {"1", "true", "yes", "0", "false", "no", ""}:
+                    problems.append(f"{name}={raw!r}: expected true or false")
+                    continue
+                value = lowered in {"1", "true", "yes"}
+            elif action.type is not None and callable(action.type):
+                try:
+                    value = action.type(raw)
+                except (TypeError, ValueError):
+                    problems.append(f"{name}={raw!r}: invalid value for {_long_option(action)}")
+                    continue
+            if action.choices is not None and value not in action.choices:
+                choices = ", ".join(map(str, action.choices))
+                problems.append(f"{name}={raw!r}: expected one of {choices}")
+                continue
+            action.default = value
+            action.required = False
+    return problems
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Entry point of the console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    problems = apply_environment(parser, os.environ if environ is None else environ)
+    if problems:
+        for problem in problems:
+            print(f"{PROG}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     logs.setup(args.log_level, args.log_format)
     try:
         if args.command == "check-config":
@@ -123,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from exporter.simulator import cli as simulator_cli
 
             return simulator_cli.run(args)
+        if args.command == "mixin":
+            return mixin(args)
         return serve(args)
     except KeyboardInterrupt:
         return EXIT_OK
@@ -164,6 +414,59 @@ def check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _query_config(args: argparse.Namespace) -> Config | None:
+    """The configuration `query` runs with: the file if given, else flags and environment."""
+    overrides: dict[str, str] = {}
+    if args.api_endpoint is not None:
+        overrides["endpoint"] = args.api_endpoint
+    if args.api_access_key_id is not None:
+        overrides["access_key_id"] = args.api_access_key_id
+    if args.api_access_key_secret_file is not None:
+        overrides["access_key_secret_file"] = str(Path(args.api_access_key_secret_file).absolute())
+    if args.config_file is not None:
+        config = _load(args.config_file)
+        if config is None or not overrides:
+            return config
+        data: dict[str, Any] = {"api": overrides}
+        try:
+            flags = parse_config(data, base_dir=Path.cwd(), source="command line")
+        except ConfigError as exc:
+            _print_problems("command line", _flag_names(exc.problems))
+            return None
+        api = config.api
+        endpoint = flags.api.endpoint if "endpoint" in overrides else api.endpoint
+        key_id = flags.api.access_key_id if "access_key_id" in overrides else api.access_key_id
+        secret = (
+            flags.api.access_key_secret
+            if "access_key_secret_file" in overrides
+            else api.access_key_secret
+        )
+        new_api = replace(api, endpoint=endpoint, access_key_id=key_id, access_key_secret=secret)
+        return replace(config, api=new_api)
+    try:
+        return parse_config({"api": overrides}, base_dir=Path.cwd(), source="command line")
+    except ConfigError as exc:
+        _print_problems("command line", _flag_names(exc.problems))
+        return None
+
+
+def _flag_names(problems: Sequence[str]) -> list[str]:
+    """Config paths as the flags that set them (api.access_key_id -> --api.access-key-id)."""
+    out = []
+    for problem in problems:
+        named = problem
+        for key in ("access_key_secret_file", "access_key_secret", "access_key_id", "endpoint"):
+            path = f"api.{key}"
+            if problem.startswith(path):
+                flag = "--api." + key.replace("_", "-")
+                if key == "access_key_secret":
+                    flag = f"--api.access-key-secret-file or {ENV_ACCESS_KEY_SECRET}"
+                named = flag + problem[len(path) :]
+                break
+        out.append(named)
+    return out
+
+
 def query(args: argparse.Namespace) -> int:
     """Ask the API about the given transNos once; exit 0 if every one got a status answer."""
     from exporter.collector import TaskCollector
@@ -174,7 +477,7 @@ def query(args: argparse.Namespace) -> int:
         for t in bad:
             print(f"{t!r}: not a valid transNo (1-32 letters, digits, '_' or '-')", file=sys.stderr)
         return EXIT_USAGE
-    config = _load(args.config_file)
+    config = _query_config(args)
     if config is None:
         return EXIT_USAGE
     watched = {t.trans_no: t for t in config.tasks}
@@ -209,6 +512,19 @@ def query(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r["answered"] for r in results) else EXIT_FAILURE
 
 
+def _number(value: float | None) -> int | float | None:
+    """A number as the metrics mean it: integral values as int (7202, not 7202.0)."""
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else value
+
+
+def _error_message(code: str, message: str) -> str:
+    """The error's own words, without the "API error 1603: " the code already says."""
+    prefix = f"API error {code}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
 def _query_result(trans_no: str, ex: Exchange, state: TaskState) -> dict[str, Any]:
     answer = ex.answer
     out: dict[str, Any] = {
@@ -219,7 +535,10 @@ def _query_result(trans_no: str, ex: Exchange, state: TaskState) -> dict[str, An
         "seconds": round(ex.seconds, 3),
     }
     if ex.error is not None:
-        out["error"] = {"code": ex.error.code, "message": str(ex.error)}
+        out["error"] = {
+            "code": ex.error.code,
+            "message": _error_message(ex.error.code, str(ex.error)),
+        }
     if answer is not None:
         out["task_id"] = answer.task_id
         out["api_code"] = answer.api_code
@@ -228,15 +547,15 @@ def _query_result(trans_no: str, ex: Exchange, state: TaskState) -> dict[str, An
             out["video"] = {
                 "video_id": v.video_id,
                 "video_name": v.video_name,
-                "duration_seconds": v.duration,
-                "size_bytes": v.size,
+                "duration_seconds": _number(v.duration),
+                "size_bytes": _number(v.size),
                 "renditions": [
                     {
-                        "clarity": r.clarity,
+                        "clarity": clarity_name(r.clarity),
                         "server_type": r.server_type,
-                        "width": r.width,
-                        "height": r.height,
-                        "file_size_bytes": r.file_size,
+                        "width_pixels": _number(r.width),
+                        "height_pixels": _number(r.height),
+                        "file_size_bytes": _number(r.file_size),
                     }
                     for r in v.renditions
                 ],
@@ -258,8 +577,8 @@ def _query_text(result: dict[str, Any]) -> str:
         )
         for r in video["renditions"]:
             lines.append(
-                f"  rendition clarity {r['clarity']} server type {r['server_type']}: "
-                f"{r['width']}x{r['height']}, {r['file_size_bytes']} bytes"
+                f"  rendition clarity {r['clarity']} server_type {r['server_type']}: "
+                f"{r['width_pixels']}x{r['height_pixels']} pixels, {r['file_size_bytes']} bytes"
             )
     lines.append(f"  request ID: {result['request_id'] or '-'} ({result['seconds']} s)")
     return "\n".join(lines)
@@ -284,7 +603,7 @@ def serve(args: argparse.Namespace) -> int:
     import shutil
     import tempfile
 
-    from exporter.httpserver import HTTPServer
+    from exporter.httpserver import HTTPServer, parse_listen_address
     from exporter.server import make_app
     from exporter.service import Exporter
     from exporter.store.backends import open_store
@@ -292,6 +611,11 @@ def serve(args: argparse.Namespace) -> int:
     from exporter.watcher import TaskFileWatcher
     from exporter.webconfig import WebConfigError, load_web_config
 
+    try:
+        parse_listen_address(args.listen_address)
+    except ValueError as exc:
+        print(f"--web.listen-address: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         watch_interval = parse_duration(args.watch_interval)
         web = load_web_config(args.web_config_file)
@@ -379,4 +703,23 @@ def serve(args: argparse.Namespace) -> int:
         simulator.stop()
     if demo_dir is not None:
         shutil.rmtree(demo_dir, ignore_errors=True)
+    return EXIT_OK
+
+
+def mixin(args: argparse.Namespace) -> int:
+    """Write the monitoring mixin's files under --out."""
+    from exporter.mixin import MixinConfigError, load_mixin_config, write
+
+    try:
+        config = load_mixin_config(args.mixin_config)
+    except MixinConfigError as exc:
+        _print_problems(args.mixin_config, exc.problems)
+        return EXIT_USAGE
+    try:
+        written = write(config, args.out)
+    except OSError as exc:
+        print(f"mixin: cannot write under {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    for path in written:
+        print(path)
     return EXIT_OK

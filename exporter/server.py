@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import html
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -13,7 +12,7 @@ from urllib.parse import parse_qs
 from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from exporter import __version__
+from exporter import statuspage
 from exporter.config import ScrapeConfig
 from exporter.service import Exporter
 
@@ -108,7 +107,10 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> WSGIApp:
         return _respond(start, "200 OK", "configuration reloaded\n")
 
     def landing(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
-        return _respond(start, "200 OK", _landing_page(exporter, telemetry_path), "text/html")
+        summary, rows = statuspage.snapshot(exporter, telemetry_path)
+        flt = statuspage.Filter.from_query(parse_qs(environ.get("QUERY_STRING", "")))
+        page = statuspage.render(summary, rows, flt)
+        return _respond(start, "200 OK", page, "text/html")  # <meta charset> names utf-8
 
     routes: dict[str, WSGIApp] = {
         telemetry_path: metrics,
@@ -133,36 +135,3 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> WSGIApp:
 
 
 _EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def _landing_page(exporter: Exporter, telemetry_path: str) -> str:
-    status = exporter.status()
-    reload = exporter.reload_status
-    limit = exporter.config.api.rate_limit
-    used = limit.requests - status.budget_remaining
-    reload_line = "successful" if reload.ok else "FAILED: " + "; ".join(reload.problems)
-    rows = [
-        ("Version", __version__),
-        ("Watched tasks", str(status.watched)),
-        ("Rate budget used", f"{used} of {limit.requests} requests per {limit.period:g}s"),
-        ("Refresh backlog", str(status.backlog)),
-        ("Last reload", reload_line),
-    ]
-    table = "\n".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows
-    )
-    path = html.escape(telemetry_path)
-    return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>Cloud VoD splicing exporter</title></head>
-<body>
-<h1>Cloud VoD splicing exporter</h1>
-<table>
-{table}
-</table>
-<ul>
-<li><a href="{path}">Metrics</a></li>
-<li><a href="/probe?trans_no=&amp;debug=true">Probe one task</a> (add a trans_no)</li>
-<li><a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a></li>
-</ul>
-</body></html>
-"""

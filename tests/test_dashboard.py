@@ -27,7 +27,8 @@ from tests.dashboard_queries import (
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
 DASHBOARD = load_dashboard()
-PANELS = list(iter_panels(DASHBOARD))
+ROWS = [panel for panel in iter_panels(DASHBOARD) if panel["type"] == "row"]
+PANELS = [panel for panel in iter_panels(DASHBOARD) if panel["type"] != "row"]
 DATASOURCE = "${datasource}"
 GRID_WIDTH = 24
 
@@ -59,6 +60,46 @@ TOPICS: dict[str, tuple[str, set[str]]] = {
     "refresh backlog": ("Refresh backlog", {"cloudvod_concat_refresh_backlog"}),
     "collection duration": ("Collection duration", {"cloudvod_concat_collect_duration_seconds"}),
     "data age": ("Data age", {"cloudvod_concat_task_last_success_timestamp_seconds"}),
+    "failed since": (
+        "Failed tasks",
+        {"trans_no:cloudvod_concat_task_failed_start_timestamp_seconds:first_seen"},
+    ),
+    "refresh interval": (
+        "Refresh interval",
+        {
+            "cloudvod_concat_refresh_interval_seconds",
+            "cloudvod_concat_refresh_interval_target_seconds",
+        },
+    ),
+    "oldest answer": ("Oldest answer", {"cloudvod_concat_answer_age_max_seconds"}),
+    "state store": ("State store", {"cloudvod_concat_storage_up"}),
+    "replicas": ("Replicas", {"cloudvod_concat_replicas"}),
+}
+
+# The ids panels were first published with; links such as `viewPanel=8` depend on them.
+STABLE_IDS = {
+    1: "Tasks by status",
+    2: "Watched tasks",
+    3: "API budget remaining",
+    4: "Refresh backlog",
+    5: "Config reload",
+    6: "Task status over time",
+    7: "Tasks by status over time",
+    8: "Failed tasks",
+    9: "Processing tasks",
+    10: "Successful tasks (videos)",
+    11: "Video duration per task (longest 25)",
+    12: "Video total size per task (largest 25)",
+    13: "File size per clarity",
+    14: "API requests rate",
+    15: "API errors by code",
+    16: "API error ratio (excluding 1560)",
+    17: "API budget remaining over time",
+    18: "Refresh backlog over time",
+    19: "Collection duration",
+    20: "API request latency",
+    21: "Data age by status (oldest task)",
+    22: "Tasks whose last query failed",
 }
 
 
@@ -155,9 +196,40 @@ def test_panels_exist() -> None:
 
 
 def test_panel_ids_are_unique() -> None:
-    ids = [panel["id"] for panel in PANELS]
+    ids = [panel["id"] for panel in PANELS + ROWS]
     assert all(isinstance(i, int) for i in ids)
     assert len(ids) == len(set(ids))
+
+
+def test_published_panel_ids_are_stable() -> None:
+    by_id = {panel["id"]: panel["title"] for panel in PANELS}
+    assert {i: by_id.get(i) for i in STABLE_IDS} == STABLE_IDS
+
+
+def test_replicas_and_storage_row() -> None:
+    rows = sorted(ROWS, key=lambda r: r["gridPos"]["y"])
+    assert "Replicas and storage" in [r["title"] for r in rows]
+    row = next(r for r in rows if r["title"] == "Replicas and storage")
+    below = [r["gridPos"]["y"] for r in rows if r["gridPos"]["y"] > row["gridPos"]["y"]]
+    end = min(below, default=10**6)
+    inside = [p for p in PANELS if row["gridPos"]["y"] < p["gridPos"]["y"] < end]
+    used = set().union(*(metric_names(e) for p in inside for e in panel_exprs(p)))
+    assert {"cloudvod_concat_storage_up", "cloudvod_concat_replicas"} <= used
+
+
+def test_budget_panel_is_not_red_at_full_use() -> None:
+    # Remaining 0 is normal while the exporter uses the whole budget it is allowed.
+    panel = next(p for p in PANELS if p["title"] == "API budget remaining")
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[0]["value"] is None
+    assert steps[0]["color"] not in {"red", "dark-red", "orange"}
+
+
+def test_failed_tasks_table_shows_when_the_task_failed() -> None:
+    panel = next(p for p in PANELS if p["title"] == "Failed tasks")
+    organize = panel["transformations"][-1]["options"]
+    assert "Failed since" in organize["renameByName"].values()
+    assert "Last answered" not in organize["renameByName"].values()
 
 
 def test_panel_titles_are_unique() -> None:
@@ -184,7 +256,7 @@ def test_panel_targets(panel: dict[str, Any]) -> None:
 
 def test_panels_fit_the_grid_without_overlapping() -> None:
     boxes = []
-    for panel in PANELS:
+    for panel in PANELS + ROWS:
         grid = panel["gridPos"]
         assert {"x", "y", "w", "h"} <= set(grid), panel["title"]
         assert grid["w"] > 0
@@ -241,6 +313,12 @@ def test_per_task_panels_filter_by_trans_no() -> None:
 def test_every_recording_rule_is_used_by_the_dashboard() -> None:
     used = set().union(*(metric_names(expr) for _, expr in QUERIES))
     assert recording_rule_names() <= used
+
+
+def test_job_variable_uses_the_mixin_selector() -> None:
+    assert variable_query(variables()["job"]) == (
+        'label_values(cloudvod_concat_watched_tasks{job="cloudvod-concat"}, job)'
+    )
 
 
 @pytest.mark.parametrize("topic", sorted(TOPICS))

@@ -319,7 +319,9 @@ def test_kubernetes_manifests_parse() -> None:
         assert documents, path.name
         for document in documents:
             assert {"apiVersion", "kind"} <= set(document), path.name
-    assert set(manifests()) == {"ConfigMap", "Secret", "Deployment", "Service", "ServiceMonitor"}
+    assert set(manifests()) == {
+        *("ConfigMap", "Secret", "Deployment", "Service", "ServiceMonitor", "PrometheusRule")
+    }
 
 
 def test_deployment_is_hardened() -> None:

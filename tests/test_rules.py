@@ -40,6 +40,12 @@ REQUIRED_ALERTS = {
     "CloudVodConcatExporterDown",
     "CloudVodConcatConfigReloadFailed",
     "CloudVodConcatDataStale",
+    "CloudVodConcatTaskConfigError",
+    "CloudVodConcatExporterAbsent",
+    "CloudVodConcatNoWatchedTasks",
+    "CloudVodConcatStorageDown",
+    "CloudVodConcatProcessingRefreshSlow",
+    "CloudVodConcatFinalRefreshBehindTarget",
 }
 PER_TASK_METRICS = {metric.name for metric in metrics.PER_TASK}
 
@@ -172,6 +178,7 @@ def test_links_into_the_monitoring_doc_resolve() -> None:
 def test_exporter_down_matches_the_documented_job() -> None:
     # The convention the docs, examples and the ServiceMonitor (Service name) follow.
     assert 'up{job="cloudvod-concat"}' in ALERTS["CloudVodConcatExporterDown"]["expr"]
+    assert ALERTS["CloudVodConcatExporterAbsent"]["expr"] == 'absent(up{job="cloudvod-concat"})'
     jobs = {job["job_name"] for job in load_yaml(EXAMPLES / "prometheus.yml")["scrape_configs"]}
     assert "cloudvod-concat" in jobs
 

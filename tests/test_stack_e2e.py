@@ -1,9 +1,11 @@
 """The whole monitoring stack with the real binaries.
 
 A real Prometheus scrapes the exporter (running `--demo` against its built-in simulator) and loads
-the shipped alert and recording rules; a task that failed raises CloudVodConcatTaskFailed, which a
-real Alertmanager delivers to a webhook receiver run by this test; every Grafana panel query
-(template variables substituted) parses and returns data from that Prometheus; and
+alert and recording rules built by the monitoring mixin (absolute links, a short failed-task
+acknowledgement window, 1s rule interval); a task that failed raises CloudVodConcatTaskFailed,
+which a real Alertmanager delivers to a webhook receiver run by this test, and which resolves
+after the window; the unknown demo transNo raises CloudVodConcatTaskConfigError; every Grafana
+panel query (template variables substituted) parses and returns data from that Prometheus; and
 `promtool check metrics` is clean on the exporter's output.
 """
 
@@ -21,11 +23,16 @@ import pytest
 import requests
 import yaml
 
+from exporter.mixin import parse_mixin_config, write
 from tests.conftest import require_tool
 from tests.dashboard_queries import load_dashboard, panel_queries
-from tests.processes import REPO, Process, exporter_command, free_port, http_ok, wait_until
+from tests.processes import Process, exporter_command, free_port, http_ok, wait_until
 
 pytestmark = pytest.mark.e2e
+
+ACK_WINDOW = 45  # seconds CloudVodConcatTaskFailed fires per failed task in this stack
+GRAFANA = "https://grafana.example.com"
+RUNBOOK = "https://runbooks.example.com/cloudvod.md"
 
 
 class Webhook:
@@ -65,9 +72,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     webhook = Webhook()
     exporter_port, prom_port, am_port = free_port(), free_port(), free_port()
 
-    # The shipped rules, with the recording group's pinned 1m interval shortened for the test.
-    recording = (REPO / "prometheus" / "recording.yml").read_text(encoding="utf-8")
-    (tmp / "recording.yml").write_text(recording.replace("interval: 1m", "interval: 1s"))
+    # A user's build of the rules: absolute links, a short window, a fast first-seen rule.
+    mixin = parse_mixin_config(
+        {
+            "grafana_url": GRAFANA,
+            "runbook_url": RUNBOOK,
+            "failed_task_window": f"{ACK_WINDOW}s",
+            "recording_interval": "1s",
+        }
+    )
+    write(mixin, tmp / "mixin")
+    rules = tmp / "mixin" / "prometheus"
     (tmp / "alertmanager.yml").write_text(
         yaml.safe_dump(
             {
@@ -86,7 +101,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         yaml.safe_dump(
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(REPO / "prometheus" / "alerts.yml"), str(tmp / "recording.yml")],
+                "rule_files": [str(rules / "alerts.yml"), str(rules / "recording.yml")],
                 "alerting": {
                     "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]
                 },
@@ -159,28 +174,67 @@ def test_prometheus_scrapes_the_exporter(stack: dict[str, Any]) -> None:
     assert watched and float(watched[0]["value"][1]) == 20
 
 
-def test_failed_task_alert_reaches_the_webhook(stack: dict[str, Any]) -> None:
+def delivered(webhook: Webhook, alertname: str, status: str, **labels: str) -> bool:
+    """Whether the webhook got a notification of this alert in this status."""
+    return any(
+        a["labels"].get("alertname") == alertname
+        and a["status"] == status
+        and all(a["labels"].get(k) == v for k, v in labels.items())
+        for a in webhook.alerts()
+    )
+
+
+def test_failed_task_alert_reaches_the_webhook_and_resolves(stack: dict[str, Any]) -> None:
     webhook: Webhook = stack["webhook"]
-
-    def delivered() -> bool:
-        return any(
-            a["labels"].get("alertname") == "CloudVodConcatTaskFailed"
-            and a["labels"].get("trans_no") == "demo-failed-old"
-            and a["status"] == "firing"
-            for a in webhook.alerts()
-        )
-
-    wait_until(delivered, 60, "CloudVodConcatTaskFailed at the webhook")
+    failed = {"trans_no": "demo-failed-old"}
+    wait_until(
+        lambda: delivered(webhook, "CloudVodConcatTaskFailed", "firing", **failed),
+        60,
+        "CloudVodConcatTaskFailed at the webhook",
+    )
     alert = next(a for a in webhook.alerts() if a["labels"].get("trans_no") == "demo-failed-old")
     assert alert["labels"]["severity"] == "warning"
     assert "demo-failed-old" in alert["annotations"]["description"]
-    assert "/d/cloudvod-concat/" in alert["annotations"]["dashboard"]
+    assert alert["annotations"]["dashboard"].startswith(
+        f"{GRAFANA}/d/cloudvod-concat/cloud-vod-splicing-tasks?var-job=cloudvod-concat&"
+    )
+    assert alert["annotations"]["dashboard"].endswith("&var-trans_no=demo-failed-old")
+    assert alert["annotations"]["runbook_url"] == f"{RUNBOOK}#cloudvodconcattaskfailed"
     # a successful task never raises it
     assert not any(
         a["labels"].get("alertname") == "CloudVodConcatTaskFailed"
         and a["labels"].get("trans_no") == "0251168101641000f4cf4da800000000"
         for a in webhook.alerts()
     )
+    # The task stays failed, but the alert ends after the acknowledgement window...
+    wait_until(
+        lambda: delivered(webhook, "CloudVodConcatTaskFailed", "resolved", **failed),
+        ACK_WINDOW + 60,
+        "CloudVodConcatTaskFailed resolved",
+    )
+    prom = stack["prometheus"]
+    still_failed = 'cloudvod_concat_task_status{trans_no="demo-failed-old",status="failed"} == 1'
+    assert query(prom, still_failed)
+    # ...and does not come back.
+    alerts = 'ALERTS{alertname="CloudVodConcatTaskFailed",trans_no="demo-failed-old"}'
+    assert not query(prom, alerts)
+
+
+def test_unknown_transno_raises_the_configuration_alert(stack: dict[str, Any]) -> None:
+    webhook: Webhook = stack["webhook"]
+    wait_until(
+        lambda: delivered(webhook, "CloudVodConcatTaskConfigError", "firing", code="1603"),
+        60,
+        "CloudVodConcatTaskConfigError at the webhook",
+    )
+    alert = next(
+        a for a in webhook.alerts() if a["labels"]["alertname"] == "CloudVodConcatTaskConfigError"
+    )
+    instance = alert["labels"]["instance"]
+    assert alert["annotations"]["description"].endswith(f"http://{instance}/?q=1603")
+    # The link in the alert lists the task it is about.
+    page = requests.get(f"http://{instance}/?q=1603", timeout=10).text
+    assert "demo-missing" in page and "demo-ok-old" not in page
 
 
 def test_every_dashboard_panel_returns_data(stack: dict[str, Any]) -> None:

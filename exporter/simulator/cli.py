@@ -13,7 +13,7 @@ from types import FrameType
 
 from exporter.protocol import ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET
 from exporter.simulator.server import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, SimulatorServer
-from exporter.simulator.tasks import demo_tasks, generate_tasks
+from exporter.simulator.tasks import SimTask, demo_tasks, generate_tasks
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +91,26 @@ def parse_rate_limit(text: str) -> tuple[int, float] | None:
     return int(count), seconds
 
 
+def startup_message(url: str, tasks: Sequence[SimTask], key_id: str, secret: str) -> str:
+    """What `simulate` prints at start-up: where, which credentials, which transNos to try."""
+    default = secret == DEMO_ACCESS_KEY_SECRET
+    shown_secret = secret if default else "(the one you set; not printed)"
+    try_secret = secret if default else "$CLOUDVOD_ACCESS_KEY_SECRET"
+    sample = [t.trans_no for t in tasks[:5]]
+    more = f" (and {len(tasks) - len(sample)} more)" if len(tasks) > len(sample) else ""
+    return "\n".join(
+        [
+            f"simulator listening on {url} ({len(tasks)} tasks)",
+            f"  access key ID:     {key_id}",
+            f"  access key secret: {shown_secret}",
+            f"  sample transNos:   {' '.join(sample)}{more}",
+            f"  try: CLOUDVOD_ACCESS_KEY_ID={key_id} CLOUDVOD_ACCESS_KEY_SECRET={try_secret} "
+            f"cloudvod-concat-exporter query --api.endpoint={url} "
+            + (sample[0] if sample else "TRANSNO"),
+        ]
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve the simulator until SIGINT/SIGTERM; 0 on a clean stop, 2 on bad flags."""
     from exporter.config import parse_duration
@@ -135,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        print(f"simulator listening on {server.url} ({len(tasks)} tasks)", flush=True)
+        print(startup_message(server.url, tasks, key_id, secret), flush=True)
         while not stop.wait(1.0):
             pass
     finally:
