@@ -277,10 +277,10 @@ def test_stalled_tls_handshakes_do_not_block_a_scrape(pki: PKI) -> None:
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
-def test_idle_connections_are_closed_after_the_timeout(pki: PKI, tls: bool) -> None:
+def test_idle_connections_are_closed_after_the_header_timeout(pki: PKI, tls: bool) -> None:
     web = web_config(pki) if tls else WebConfig()
     with (
-        serving(web, connection_timeout=0.3) as server,
+        serving(web, header_timeout=0.3) as server,
         socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
     ):
         start = time.monotonic()
