@@ -194,6 +194,12 @@ def _sub(
     )
 
 
+def _positive_int(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full command line."""
     parser = argparse.ArgumentParser(
@@ -226,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="exporter-toolkit web configuration (TLS, basic auth)",
+    )
+    parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=_positive_int,
+        default=64,
+        help="client connections served at once; more wait, or replace idle ones (default 64)",
     )
     parser.add_argument(
         "--config.watch-interval",
@@ -659,7 +672,12 @@ def serve(args: argparse.Namespace) -> int:
         exporter = Exporter(loaded, store=store, loader=lambda: load_config(path))
 
     try:
-        server = HTTPServer(make_app(exporter, args.telemetry_path), args.listen_address, web)
+        server = HTTPServer(
+            make_app(exporter, args.telemetry_path),
+            args.listen_address,
+            web,
+            max_connections=args.max_connections,
+        )
         server.start()
     except (OSError, ValueError) as exc:
         log.error("cannot listen", extra={"address": args.listen_address, "err": str(exc)})

@@ -1,10 +1,16 @@
-"""Structured logging in logfmt or JSON, with secrets scrubbed from every record."""
+"""Structured logging in logfmt or JSON, with secrets scrubbed from every record.
+
+Every line is one line of printable text: control characters from anywhere (a request line, a
+header, an API answer) are escaped by the formatters, so a log line cannot be split, recoloured
+with terminal escapes or reordered with bidirectional overrides.
+"""
 
 from __future__ import annotations
 
 import datetime
 import json
 import logging
+import re
 import sys
 import threading
 from typing import Any, TextIO
@@ -56,11 +62,25 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return out
 
 
+# C0 and C1 controls, DEL, line and paragraph separators, bidirectional marks and overrides.
+_OTHER_CONTROLS = r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_CONTROLS = r"\x00-\x1f" + _OTHER_CONTROLS
+_JSON_RAW = re.compile(f"[{_OTHER_CONTROLS}]")  # what json.dumps leaves unescaped
+_LOGFMT_ESCAPE = re.compile(f'[{_CONTROLS}"\\\\]')
+_LOGFMT_QUOTE = re.compile(f'[{_CONTROLS} ="\\\\]')
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t", '"': '\\"', "\\": "\\\\"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _SHORT.get(char) or f"\\u{ord(char):04x}"
+
+
 def _logfmt_value(value: Any) -> str:
     text = str(value)
-    if text and not any(c in text for c in ' ="\\\n\t'):
+    if text and not _LOGFMT_QUOTE.search(text):
         return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return '"' + _LOGFMT_ESCAPE.sub(_escape, text) + '"'
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -77,7 +97,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """One JSON line, secrets scrubbed."""
-        return scrub(json.dumps(_fields(record), ensure_ascii=False, default=str))
+        line = json.dumps(_fields(record), ensure_ascii=False, default=str)
+        # json escapes C0 controls itself; these others it leaves raw (only inside strings).
+        return scrub(_JSON_RAW.sub(_escape, line))
 
 
 def setup(level: str = "info", fmt: str = "logfmt", stream: TextIO | None = None) -> None:

@@ -56,10 +56,11 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> WSGIApp:
     exposition = make_wsgi_app(exporter.registry)
 
     def metrics(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
-        try:
-            exporter.refresh(scrape_timeout(environ, exporter.config.scrape))
-        except Exception:  # the cache is still worth serving
-            log.exception("refresh failed; serving cached answers")
+        if environ.get("REQUEST_METHOD") != "HEAD":  # HEAD serves the cache, never spends budget
+            try:
+                exporter.refresh(scrape_timeout(environ, exporter.config.scrape))
+            except Exception:  # the cache is still worth serving
+                log.exception("refresh failed; serving cached answers")
         # The two formats whose bytes the per-task text cache reproduces are served from it;
         # anything else (a filtered scrape, a format added to prometheus_client later) by it.
         _, content_type = choose_encoder(environ.get("HTTP_ACCEPT") or "")
@@ -87,6 +88,10 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> WSGIApp:
                 start, "400 Bad Request", "exactly one trans_no parameter is required\n"
             )
         debug = query.get("debug", ["false"])[-1].lower() in {"1", "true", "yes"}
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            # The answer's length is only known after asking the API; HEAD never asks.
+            start("200 OK", [("Content-Type", TEXT if debug else _EXPOSITION_TYPE)])
+            return []
         try:
             result = exporter.probe(
                 values[0], debug=debug, timeout=scrape_timeout(environ, exporter.config.scrape)
@@ -99,8 +104,6 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> WSGIApp:
         return _respond(start, "200 OK", result.exposition.decode("utf-8"), _EXPOSITION_TYPE)
 
     def reload(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") not in {"POST", "PUT"}:
-            return _respond(start, "405 Method Not Allowed", "use POST to reload\n")
         problems = exporter.reload()
         if problems:
             return _respond(start, "500 Internal Server Error", "\n".join(problems) + "\n")
@@ -112,26 +115,71 @@ def make_app(exporter: Exporter, telemetry_path: str = "/metrics") -> WSGIApp:
         page = statuspage.render(summary, rows, flt)
         return _respond(start, "200 OK", page, "text/html")  # <meta charset> names utf-8
 
-    routes: dict[str, WSGIApp] = {
-        telemetry_path: metrics,
-        "/probe": probe,
-        "/-/reload": reload,
-        "/-/healthy": lambda e, s: _respond(s, "200 OK", "Healthy\n"),
-        "/-/ready": lambda e, s: (
-            _respond(s, "200 OK", "Ready\n")
-            if exporter.ready
-            else _respond(s, "503 Service Unavailable", "Not ready\n")
+    routes: dict[str, tuple[WSGIApp, frozenset[str]]] = {
+        telemetry_path: (metrics, READ),
+        "/probe": (probe, READ),
+        "/-/reload": (reload, frozenset({"POST"})),
+        "/-/healthy": (lambda e, s: _respond(s, "200 OK", "Healthy\n"), READ),
+        "/-/ready": (
+            lambda e, s: (
+                _respond(s, "200 OK", "Ready\n")
+                if exporter.ready
+                else _respond(s, "503 Service Unavailable", "Not ready\n")
+            ),
+            READ,
         ),
-        "/": landing,
+        "/": (landing, READ),
     }
 
     def app(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
-        handler = routes.get(environ.get("PATH_INFO") or "/")
-        if handler is None:
+        route = routes.get(environ.get("PATH_INFO") or "/")
+        if route is None:
             return _respond(start, "404 Not Found", "not found\n")
+        handler, methods = route
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in methods:
+            allow = ", ".join(sorted(methods, key=_METHOD_ORDER.index))
+            body = f"method {method} not allowed; use {allow}\n".encode()
+            start(
+                "405 Method Not Allowed",
+                [
+                    ("Content-Type", TEXT),
+                    ("Content-Length", str(len(body))),
+                    ("Allow", allow),
+                ],
+            )
+            return [] if method == "HEAD" else [body]
+        if method == "HEAD":
+            return _head(handler, environ, start)
         return handler(environ, start)
 
     return app
+
+
+READ = frozenset({"GET", "HEAD"})
+_METHOD_ORDER = ("GET", "HEAD", "POST")
+
+
+def _head(handler: WSGIApp, environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
+    """Answer HEAD with GET's headers (Content-Length included) and no body."""
+    captured: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        captured[:] = [(status, list(headers))]
+        return lambda data: None
+
+    result = handler(environ, capture)
+    try:
+        length = sum(len(chunk) for chunk in result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    status, headers = captured[0]
+    if length and not any(name.lower() == "content-length" for name, _ in headers):
+        headers.append(("Content-Length", str(length)))
+    start(status, headers)
+    return []
 
 
 _EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
