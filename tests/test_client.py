@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import socket
+import ssl
+import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import trustme
 
-from exporter.client import CloudVodClient
+from exporter.client import CloudVodClient, Exchange
 from exporter.errors import (
     ApiCodeError,
     ApiConnectionError,
@@ -18,6 +23,7 @@ from exporter.errors import (
 )
 from exporter.simulator import Fault, SimulatorServer, documented_example
 from tests.conftest import ACCESS_KEY_ID, SECRET
+from tests.hostile import HEADER_TRICKLE, TricklingUpstream
 
 Start = Callable[..., SimulatorServer]
 
@@ -98,3 +104,104 @@ def test_host_header_carries_the_port_and_is_signed(start_simulator: Start) -> N
     assert ex.request_headers["Host"] == sim.url.removeprefix("http://")
     assert ex.request_body == b'{"transNo":"0251168101641000f4cf4da800000000"}'
     assert ex.error is None
+
+
+# --- the whole-request deadline against a trickling peer --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        b"",
+        b"HTTP/1.1 2",
+        HEADER_TRICKLE,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+    ],
+    ids=["before-status", "status-line", "headers", "body-length", "body-chunked", "body-close"],
+)
+def test_a_trickling_peer_times_out_at_the_timeout(prefix: bytes) -> None:
+    # A byte every 50 ms: no single read ever waits long, so only a whole-request deadline helps.
+    with TricklingUpstream(prefix, interval=0.05) as upstream:
+        client = CloudVodClient(upstream.url, ACCESS_KEY_ID, SECRET, timeout=0.5)
+        started = time.monotonic()
+        exchange = client.exchange("t1")
+        elapsed = time.monotonic() - started
+        client.close()
+    assert isinstance(exchange.error, ApiTimeout), exchange.error
+    assert exchange.error.code == "timeout"
+    assert 0.45 <= elapsed < 0.8
+    assert upstream.count("t1") == 1  # cut short, never sent again
+
+
+def test_a_trickled_tls_handshake_and_tls_headers_time_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca_file))  # requests trusts the test CA
+    for upstream, requests_seen in (
+        (TricklingUpstream(interval=0.05, tls=server_ctx, trickle_handshake=True), 0),
+        (TricklingUpstream(interval=0.05, tls=server_ctx), 1),  # handshake done, headers slow
+    ):
+        with upstream:
+            client = CloudVodClient(upstream.url, ACCESS_KEY_ID, SECRET, timeout=0.5)
+            started = time.monotonic()
+            exchange = client.exchange("t1")
+            elapsed = time.monotonic() - started
+            client.close()
+        assert isinstance(exchange.error, ApiTimeout), exchange.error
+        assert elapsed < 0.9
+        assert upstream.count("t1") == requests_seen
+
+
+def test_a_kept_alive_connection_honours_the_deadline_too() -> None:
+    with TricklingUpstream(slow={"slow"}, interval=0.05) as upstream:
+        client = CloudVodClient(upstream.url, ACCESS_KEY_ID, SECRET, timeout=0.5)
+        assert client.query("fast").api_code == 1560
+        started = time.monotonic()
+        exchange = client.exchange("slow")  # on the connection the first request left open
+        elapsed = time.monotonic() - started
+        assert isinstance(exchange.error, ApiTimeout), exchange.error
+        assert elapsed < 0.8
+        assert upstream.connections == 1
+        # The cut connection is not reused: the next request gets a fresh one and an answer.
+        assert client.query("fast").api_code == 1560
+        assert upstream.connections == 2
+        client.close()
+
+
+def test_close_aborts_requests_in_flight_and_refuses_new_ones() -> None:
+    with TricklingUpstream(interval=0.05) as upstream:
+        client = CloudVodClient(upstream.url, ACCESS_KEY_ID, SECRET, timeout=30.0)
+        results: list[Exchange] = []
+        threads = [
+            threading.Thread(target=lambda: results.append(client.exchange("t1"))) for _ in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: upstream.count("t1") == 3)
+        started = time.monotonic()
+        client.close()
+        for thread in threads:
+            thread.join(5)
+        assert time.monotonic() - started < 1.0
+        assert [type(r.error) for r in results] == [ApiConnectionError] * 3
+        assert all("closed" in str(r.error) for r in results)
+        later = client.exchange("t2")
+        assert isinstance(later.error, ApiConnectionError)
+        assert upstream.count("t2") == 0  # refused without connecting
+        assert wait_for(lambda: upstream.trickles_ended == 3)
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll `check` until true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+    return True
