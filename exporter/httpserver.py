@@ -50,7 +50,7 @@ from exporter.webconfig import WebConfig, WSGIApp, protect
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
 
-__all__ = ["HTTPServer", "parse_listen_address"]
+__all__ = ["HTTPServer", "connection_budget", "parse_listen_address"]
 
 _log = logging.getLogger("exporter.http")
 

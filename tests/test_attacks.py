@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import statistics
 import subprocess
@@ -90,15 +91,14 @@ def run_exporter(tmp_path: Path) -> Iterator[Callable[..., tuple[Process, str]]]
     """Start the console script on a free port; stopped after the test."""
     started: list[Process] = []
 
-    def start(config: Path, *flags: str) -> tuple[Process, str]:
+    def start(config: Path, *flags: str, nofile: int | None = None) -> tuple[Process, str]:
         port = free_port()
-        proc = Process(
-            exporter_command(
-                f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}", *flags
-            ),
-            tmp_path / f"exporter-{len(started)}.log",
-            ENV,
+        argv = exporter_command(
+            f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}", *flags
         )
+        if nofile is not None:  # as `ulimit -n` does: soft and hard limit both
+            argv = ["sh", "-c", f'ulimit -n {nofile} && exec "$@"', "sh", *argv]
+        proc = Process(argv, tmp_path / f"exporter-{len(started)}.log", ENV)
         started.append(proc)
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_ok(base + "/-/ready"), what="exporter ready")
@@ -184,6 +184,50 @@ def test_slowloris_of_1000_sockets_leaves_health_and_metrics_answering(
     assert peak["rss"] - before["rss"] < 40 * MIB
     assert closed > 0  # idle sockets made room for the legitimate requests
     assert sigterm_seconds(proc) < 3.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.e2e
+def test_under_ulimit_300_a_slowloris_of_400_neither_spins_nor_starves_the_api_client(
+    tmp_path: Path, run_exporter: Callable[..., tuple[Process, str]]
+) -> None:
+    """The attack as issue 12 reported it: `ulimit -n 300`, more slow sockets than that."""
+    with nofile_limit(4096), TricklingUpstream(slow=set()) as upstream:
+        config = write_config(tmp_path, upstream.url, FAST, timeout="2s")
+        proc, base = run_exporter(config, nofile=300)
+        pid = proc.proc.pid
+        assert "Max open files            300" in Path(f"/proc/{pid}/limits").read_text()
+        scrape(base + "/metrics")
+        with Slowloris(int(base.rsplit(":", 1)[1]), 400, seconds=30) as attack:
+            wait_until(lambda: attack.opened >= 400, what="400 slowloris sockets")
+            asked = [upstream.count(t) for t in FAST]
+            cpu_before, started = cpu_seconds(pid), time.monotonic()
+            health = []
+            while time.monotonic() - started < 5.0:
+                response, seconds = scrape(base + "/-/healthy")
+                assert response.status_code == 200
+                health.append(seconds)
+                response, _ = scrape(base + "/metrics")
+                assert response.status_code == 200
+                time.sleep(0.2)
+            cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
+            fds = process_status(pid)["fds"]
+        asked_after = [upstream.count(t) for t in FAST]
+    print(
+        f"ulimit 300 + slowloris 400: exporter CPU {cpu * 100:.0f}% of a core, fds {fds}, "
+        f"/-/healthy max {max(health) * 1000:.0f} ms, API requests {asked} -> {asked_after}"
+    )
+    assert max(health) < 1.0
+    assert cpu < 0.5  # the issue saw an accept loop burning 75 % of a core
+    assert fds < 300 - 100  # the reserve stays free
+    assert all(after > before for after, before in zip(asked_after, asked, strict=True))
+    assert "Too many open files" not in proc.output()
+    assert "connection failed" not in proc.output()
 
 
 @pytest.mark.e2e

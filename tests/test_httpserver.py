@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import resource
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,8 +23,9 @@ import pytest
 import requests
 import trustme
 
-from exporter.httpserver import HTTPServer, parse_listen_address
+from exporter.httpserver import FD_RESERVE, HTTPServer, connection_budget, parse_listen_address
 from exporter.webconfig import WebConfig, load_web_config
+from tests.hostile import nofile_limit
 
 PASSWORD_HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
 
@@ -402,3 +407,299 @@ def test_serve_forever_returns_after_shutdown() -> None:
 def test_port_in_use_is_an_oserror() -> None:
     with serving() as server, pytest.raises(OSError):
         HTTPServer(app, f"127.0.0.1:{server.port}").start()
+
+
+# --- bounds: connection cap, header deadline, keep-alive ---------------------------------------
+
+
+def raw_request(sock: socket.socket, request: bytes) -> bytes:
+    """Send `request` and read one whole answer (headers and Content-Length body)."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    if b"HEAD " in request.split(b"\r\n")[0]:
+        length = 0
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_at_the_cap_a_new_client_replaces_the_oldest_idle_connection() -> None:
+    with serving(max_connections=4) as server:
+        assert server.max_connections == 4
+        sockets = [
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(4)
+        ]
+        try:
+            sockets[0].sendall(b"GET / HTTP/1.1\r\n")  # the oldest: a request still arriving
+            time.sleep(0.2)
+            assert server.open_connections == 4
+            start = time.monotonic()
+            assert requests.get(server.url, timeout=5).status_code == 200
+            assert time.monotonic() - start < 1.0
+            assert sockets[0].recv(1) == b""  # evicted to make room
+            assert server.open_connections <= 4
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+def test_when_every_connection_is_busy_new_ones_wait_in_the_backlog() -> None:
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+
+    def slow_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ["PATH_INFO"] == "/slow":
+            entered.release()
+            release.wait(10)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = HTTPServer(slow_app, "127.0.0.1:0", max_connections=2).start()
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            busy = [pool.submit(requests.get, server.url + "/slow", timeout=10) for _ in range(2)]
+            assert entered.acquire(timeout=5) and entered.acquire(timeout=5)
+            waiting = pool.submit(requests.get, server.url + "/fast", timeout=10)
+            time.sleep(0.5)
+            assert not waiting.done()  # not evicted, not refused: queued
+            release.set()
+            assert waiting.result().status_code == 200
+            assert [f.result().status_code for f in busy] == [200, 200]
+    finally:
+        release.set()
+        server.shutdown()
+
+
+def test_headers_trickled_a_byte_at_a_time_are_cut_at_the_header_timeout() -> None:
+    with (
+        serving(header_timeout=0.5) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
+    ):
+        start = time.monotonic()
+        request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+        closed_after = None
+        for byte in request:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                closed_after = time.monotonic() - start
+                break
+            time.sleep(0.05)
+            sock.setblocking(False)
+            try:
+                if sock.recv(1) == b"":
+                    closed_after = time.monotonic() - start
+                    break
+            except BlockingIOError:
+                pass
+            finally:
+                sock.setblocking(True)
+        assert closed_after is not None
+        assert 0.45 < closed_after < 1.0
+
+
+def test_keep_alive_serves_several_requests_and_closes_when_idle() -> None:
+    with (
+        serving(idle_timeout=0.5) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
+    ):
+        for path in (b"/a", b"/b"):
+            answer = raw_request(sock, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert answer.endswith(b"http " + path)
+            assert b"Connection: close" not in answer
+        # Two requests in one packet (pipelined) get two answers in order.
+        sock.sendall(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\nGET /d HTTP/1.1\r\nHost: x\r\n\r\n")
+        both = b""
+        while not both.endswith(b"http /d"):
+            both += sock.recv(65536)
+        assert both.count(b"HTTP/1.1 200 OK") == 2
+        assert both.index(b"http /c") < both.index(b"http /d")
+        start = time.monotonic()
+        assert sock.recv(1) == b""  # idle for longer than idle_timeout: closed
+        assert 0.4 < time.monotonic() - start < 1.5
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "closes"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", True),
+        (b"GET / HTTP/1.0\r\n\r\n", True),
+        (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", False),
+    ],
+    ids=["1.1-close", "1.0", "1.0-keep-alive"],
+)
+def test_connection_header_is_honoured(request_bytes: bytes, closes: bool) -> None:
+    with (
+        serving(idle_timeout=5) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock,
+    ):
+        answer = raw_request(sock, request_bytes)
+        assert answer.endswith(b"http /")
+        assert (b"Connection: close" in answer) == closes
+        if closes:
+            assert sock.recv(1) == b""
+        else:
+            assert b"Connection: keep-alive" in answer
+            assert raw_request(sock, request_bytes).endswith(b"http /")
+
+
+def test_head_answers_the_get_headers_without_a_body() -> None:
+    with (
+        serving() as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock,
+    ):
+        answer = raw_request(sock, b"HEAD /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert answer.endswith(b"\r\n\r\n")  # nothing after the headers
+        assert b"Content-Length: 7\r\n" in answer  # as long as GET's "http /x"
+        # The same connection carries on: no stray body bytes were sent.
+        assert raw_request(sock, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").endswith(b"http /x")
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\nX: " + b"a" * 140000 + b"\r\n\r\n", 431),
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
+        (b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
+        (b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+    ],
+    ids=[
+        "long-line",
+        "many-headers",
+        "huge-header",
+        "garbage",
+        "http2",
+        "huge-body",
+        "bad-length",
+        "chunked",
+    ],
+)
+def test_bad_requests_get_an_error_and_the_server_stays_up(
+    request_bytes: bytes, status: int
+) -> None:
+    with serving() as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            with contextlib.suppress(OSError):  # the server may hang up while we still send
+                sock.sendall(request_bytes)
+            answer = sock.recv(65536)
+        assert answer.startswith(f"HTTP/1.1 {status} ".encode())
+        assert requests.get(server.url, timeout=5).status_code == 200
+
+
+def test_a_request_body_is_bounded_and_drained() -> None:
+    def echo(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        body = environ["wsgi.input"].read(4) if environ["PATH_INFO"] == "/read4" else b""
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    server = HTTPServer(echo, "127.0.0.1:0").start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            post = b"POST /read4 HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789"
+            assert raw_request(sock, post).endswith(b"\r\n\r\n0123")
+            # The 6 unread bytes were drained, not taken for the next request line.
+            assert raw_request(sock, b"GET / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+    finally:
+        server.shutdown()
+
+
+def test_the_process_environment_stays_out_of_the_wsgi_environ(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLOUDVOD_ACCESS_KEY_SECRET", "never-in-environ")
+    seen: dict[str, Any] = {}
+
+    def spy(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        seen.update(environ)
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    server = HTTPServer(spy, "127.0.0.1:0").start()
+    try:
+        requests.get(server.url + "/p?q=1", headers={"X_Forged": "1"}, timeout=5)
+    finally:
+        server.shutdown()
+    assert "CLOUDVOD_ACCESS_KEY_SECRET" not in seen
+    assert (seen["PATH_INFO"], seen["QUERY_STRING"]) == ("/p", "q=1")
+    assert "HTTP_X_FORGED" not in seen  # underscores would let X_Forged pass for X-Forged
+
+
+# --- file descriptors ------------------------------------------------------------------------
+
+
+def test_the_cap_leaves_a_reserve_of_descriptors() -> None:
+    def budget_under(limit: int) -> int:
+        """connection_budget(64) in a process whose soft and hard limit are both `limit`."""
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from exporter.httpserver import connection_budget as b; print(b(64))",
+            ],
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(out.stdout)
+
+    assert budget_under(FD_RESERVE + 30) in range(10, 28)  # minus the few open at start
+    assert budget_under(300) == 64  # `ulimit -n 300`: 64 connections and a reserve of 128
+    assert budget_under(FD_RESERVE) == 1  # never zero: one connection at a time still serves
+
+
+def test_the_soft_limit_is_raised_towards_the_hard_limit_when_that_helps() -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    open_now = len(os.listdir("/proc/self/fd"))
+    if hard != resource.RLIM_INFINITY and hard < open_now + FD_RESERVE + 100:
+        pytest.skip("the hard limit leaves no room")
+    with nofile_limit(open_now + 20):
+        assert connection_budget(64) == 64
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= open_now + FD_RESERVE + 64
+
+
+def test_out_of_descriptors_the_accept_loop_backs_off_and_recovers() -> None:
+    with serving() as server:
+        accept_thread = next(t for t in threading.enumerate() if t.name.startswith("http-server"))
+        pending = [
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)
+        ]
+        try:
+            time.sleep(0.3)  # those three are accepted and idle
+            waiting = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            pending.append(waiting)
+            open_now = len(os.listdir("/proc/self/fd"))
+            with nofile_limit(open_now):  # accept() now fails with EMFILE
+                waiting.sendall(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+                cpu_before = thread_cpu_seconds(accept_thread)
+                time.sleep(1.0)
+                cpu = thread_cpu_seconds(accept_thread) - cpu_before
+            assert cpu < 0.2  # a spinning accept loop burns the whole second
+            # Descriptors are back: the waiting connection is accepted and answered.
+            waiting.settimeout(5)
+            assert raw_request(waiting, b"").endswith(b"http /late")
+        finally:
+            for sock in pending:
+                sock.close()
+
+
+def thread_cpu_seconds(thread: threading.Thread) -> float:
+    """User plus system CPU time of one thread of this process (Linux)."""
+    fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -60,3 +60,47 @@ def test_registered_secrets_never_reach_a_line(stream: io.StringIO, fmt: str) ->
     out = stream.getvalue()
     assert "Sup3r-S3cret-Log-Canary" not in out
     assert "<secret>" in out
+
+
+HOSTILE = "GET /\x1b[2J\x1b[31mred\rfake=line\nlevel=error\x00\x7f\x85\u2028\u202eevil HTTP/1.1"
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+def test_control_characters_are_escaped_in_every_field(stream: io.StringIO, fmt: str) -> None:
+    logs.setup("debug", fmt, stream)
+    logging.getLogger("exporter.http").debug(
+        '%s "%s" %s', "127.0.0.1:5000", HOSTILE, 400, extra={"header": HOSTILE}
+    )
+    out = stream.getvalue()
+    assert out.endswith("\n") and out.count("\n") == 1  # one line, however hostile the input
+    line = out[:-1]
+    assert all(c.isprintable() for c in line), repr(line)
+    for escaped in (
+        "\\u001b[2J",
+        "\\r",
+        "\\n",
+        "\\u0000",
+        "\\u007f",
+        "\\u0085",
+        "\\u2028",
+        "\\u202e",
+    ):
+        assert line.count(escaped) == 2, escaped  # in the message and in the extra field
+    if fmt == "json":
+        record = json.loads(line)
+        assert record["header"] == HOSTILE  # escaped, not lost: it decodes back
+        assert record["msg"] == f'127.0.0.1:5000 "{HOSTILE}" 400'
+    else:
+        assert " fake=line" not in line  # the CR cannot forge a field
+        assert line.startswith("ts=")
+
+
+def test_a_traceback_stays_on_one_line(stream: io.StringIO) -> None:
+    logs.setup("info", "logfmt", stream)
+    try:
+        raise ValueError("bad\x1b]0;title\x07")
+    except ValueError:
+        logging.getLogger("exporter.t").exception("failed")
+    line = stream.getvalue()
+    assert line.count("\n") == 1
+    assert "\\u001b]0;title\\u0007" in line

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import socket
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from exporter.httpserver import HTTPServer
 from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import SimulatorServer, documented_example
@@ -57,3 +61,88 @@ def test_routes(start_simulator, make_exporter) -> None:  # type: ignore[no-unty
     status, headers, page = wsgi_call(app, "/")
     assert status == 200 and headers["Content-Type"] == "text/html"
     assert b"Watched tasks" in page and b'href="/metrics"' in page
+
+
+# --- methods ---------------------------------------------------------------------------------
+
+
+def test_head_serves_headers_without_a_body_and_without_refreshing(
+    start_simulator, make_exporter
+) -> None:  # type: ignore[no-untyped-def]
+    sim = start_simulator([documented_example(0.0)])
+    app = make_app(make_exporter(make_config(sim.url, [EXAMPLE])))
+    status, headers, body = wsgi_call(app, "/metrics", method="HEAD")
+    assert (status, body) == (200, b"")
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert sim.stats().requests == 0  # HEAD never spends budget
+    _, get_headers, get_body = wsgi_call(app, "/metrics")
+    assert sim.stats().requests == 1
+    _, headers, body = wsgi_call(app, "/metrics", method="HEAD")
+    assert body == b""
+    assert headers["Content-Length"] == get_headers["Content-Length"] == str(len(get_body))
+    status, headers, body = wsgi_call(app, "/probe", method="HEAD", query=f"trans_no={EXAMPLE}")
+    assert (status, body) == (200, b"")
+    assert sim.stats().requests == 1  # no probe request either
+    for path in ("/", "/-/healthy", "/-/ready"):
+        status, headers, body = wsgi_call(app, path, method="HEAD")
+        assert (status, body) == (200, b""), path
+        assert int(headers["Content-Length"]) > 0, path
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "allow"),
+    [
+        ("/metrics", "POST", "GET, HEAD"),
+        ("/metrics", "PUT", "GET, HEAD"),
+        ("/metrics", "DELETE", "GET, HEAD"),
+        ("/probe", "POST", "GET, HEAD"),
+        ("/", "OPTIONS", "GET, HEAD"),
+        ("/-/healthy", "PATCH", "GET, HEAD"),
+        ("/-/ready", "POST", "GET, HEAD"),
+        ("/-/reload", "GET", "POST"),
+        ("/-/reload", "PUT", "POST"),
+        ("/-/reload", "HEAD", "POST"),
+    ],
+)
+def test_methods_a_route_does_not_serve_are_405_with_allow(
+    start_simulator, make_exporter, path: str, method: str, allow: str
+) -> None:  # type: ignore[no-untyped-def]
+    sim = start_simulator([documented_example(0.0)])
+    exporter = make_exporter(make_config(sim.url, [EXAMPLE]))
+    reloads = []
+    exporter.reload = lambda: reloads.append(1) or []  # type: ignore[method-assign]
+    status, headers, body = wsgi_call(make_app(exporter), path, method=method, query="trans_no=x")
+    assert status == 405
+    assert headers["Allow"] == allow
+    assert (body == b"") == (method == "HEAD")
+    assert sim.stats().requests == 0  # nothing refreshed or probed
+    assert reloads == []  # nothing reloaded
+
+
+def test_reload_is_post(start_simulator, make_exporter) -> None:  # type: ignore[no-untyped-def]
+    sim = start_simulator([documented_example(0.0)])
+    exporter = make_exporter(make_config(sim.url, [EXAMPLE]))
+    reloads = []
+    exporter.reload = lambda: reloads.append(1) or []  # type: ignore[method-assign]
+    status, _, body = wsgi_call(make_app(exporter), "/-/reload", method="POST")
+    assert (status, body, reloads) == (200, b"configuration reloaded\n", [1])
+
+
+def test_head_over_http_sends_no_body(start_simulator, make_exporter) -> None:  # type: ignore[no-untyped-def]
+    sim = start_simulator([documented_example(0.0)])
+    app = make_app(make_exporter(make_config(sim.url, [EXAMPLE])))
+    with (
+        HTTPServer(app, "127.0.0.1:0") as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
+    ):
+        sock.sendall(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /-/healthy HTTP/1.1\r\n\r\n")
+        data = b""
+        while not data.endswith(b"Healthy\n"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"Content-Length: " in head
+    assert rest.startswith(b"HTTP/1.1 200 OK")  # the next answer follows the headers at once
+    assert sim.stats().requests == 0
