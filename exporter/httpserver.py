@@ -61,6 +61,7 @@ _MAX_REQUEST_LINE = 65536
 _MAX_HEAD = _MAX_REQUEST_LINE + 65536  # request line plus all headers
 _MAX_BODY = 1_048_576  # the exporter's endpoints take no body; this bounds what is drained
 _POLL_INTERVAL = 0.25  # how quickly shutdown() stops the accept loop and deadlines are checked
+_LINGER = 0.5  # how long a refused request's remaining bytes are read and dropped
 _BACKLOG = 128  # the default backlog of 5 drops bursts of concurrent scrapes
 
 DEFAULT_MAX_CONNECTIONS = 64
@@ -536,6 +537,17 @@ class HTTPServer:
         )
         with contextlib.suppress(OSError):
             _Writer(conn, self.connection_timeout).write(head.encode() + body)
+            # Closing with unread request bytes would reset the connection and could destroy
+            # the answer before the client reads it: half-close, then drop what still comes.
+            conn.sock.shutdown(socket.SHUT_WR)
+            give_up = time.monotonic() + _LINGER
+            dropped = 0
+            while dropped < _MAX_HEAD and (left := give_up - time.monotonic()) > 0:
+                conn.sock.settimeout(left)
+                data = conn.sock.recv(65536)
+                if not data:
+                    break
+                dropped += len(data)
 
 
 class _Conn:
