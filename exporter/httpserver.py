@@ -62,9 +62,12 @@ _MAX_HEAD = _MAX_REQUEST_LINE + 65536  # request line plus all headers
 _MAX_BODY = 1_048_576  # the exporter's endpoints take no body; this bounds what is drained
 _POLL_INTERVAL = 0.25  # how quickly shutdown() stops the accept loop and deadlines are checked
 _LINGER = 0.5  # how long a refused request's remaining bytes are read and dropped
-_BACKLOG = 128  # the default backlog of 5 drops bursts of concurrent scrapes
+# A backlog that holds a whole flood: a dropped SYN costs a legitimate client a 1 s retransmit
+# (the kernel caps it at net.core.somaxconn).
+_BACKLOG = 1024
 
 DEFAULT_MAX_CONNECTIONS = 64
+EVICTION_SLACK = 8  # evicted connections still closing, beyond the cap
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 120.0
 DEFAULT_CONNECTION_TIMEOUT = 30.0
@@ -362,19 +365,31 @@ class HTTPServer:
             self._open(sock, peer)
 
     def _make_room(self) -> bool:
-        """True when a connection may be accepted now; at the cap, evict the oldest idle one."""
+        """True when a connection may be accepted now; at the cap, evict the oldest idle one.
+
+        Evicted connections may take a moment to close; up to EVICTION_SLACK of them may still
+        be closing while their replacements are accepted, so a flood churns fast.
+        """
         with self._cond:
-            if len(self._conns) < self.max_connections:
-                return True
-            idle = [c for c in self._conns if c.evictable]
-            if idle:
-                victim = min(idle, key=lambda c: c.since)
-                victim.evictable = False
-                victim.abort()
-            # Wait for a slot (the victim's thread or any other connection ending); meanwhile
-            # new connections queue in the listen backlog.
-            self._cond.wait(_POLL_INTERVAL)
-            return len(self._conns) < self.max_connections
+            for attempt in range(2):
+                live = [c for c in self._conns if not c.evicted]
+                if len(live) < self.max_connections and len(self._conns) < (
+                    self.max_connections + EVICTION_SLACK
+                ):
+                    return True
+                if attempt:
+                    break
+                idle = [c for c in live if c.evictable]
+                if len(live) >= self.max_connections and idle:
+                    victim = min(idle, key=lambda c: c.since)
+                    victim.evicted = True
+                    victim.evictable = False
+                    victim.abort()
+                    continue
+                # Every connection is busy answering (or closing): new ones wait in the
+                # listen backlog until one ends.
+                self._cond.wait(_POLL_INTERVAL)
+            return False
 
     def _reap(self) -> None:
         """Abort connections past their deadline (a backstop for what socket timeouts miss)."""
@@ -553,7 +568,7 @@ class HTTPServer:
 class _Conn:
     """One client connection as the accept loop sees it."""
 
-    __slots__ = ("deadline", "evictable", "peer", "since", "sock")
+    __slots__ = ("deadline", "evictable", "evicted", "peer", "since", "sock")
 
     def __init__(self, sock: socket.socket, peer: Any, deadline: float) -> None:
         self.sock = sock
@@ -561,6 +576,7 @@ class _Conn:
         self.since = time.monotonic()
         self.deadline = deadline  # abort the connection after this (monotonic clock)
         self.evictable = True  # no complete request received yet: may make room for another
+        self.evicted = False  # aborted to make room, closing
 
     def abort(self) -> None:
         """Make the connection's blocked reads and writes return at once."""
