@@ -170,10 +170,12 @@ def test_slowloris_of_1000_sockets_leaves_health_and_metrics_answering(
                 time.sleep(0.05)
             opened, closed = attack.opened, attack.closed_by_server
         assert attack.max_open >= 1000
+    p95 = sorted(health)[int(len(health) * 0.95)]
     print(
-        f"slowloris: {opened} sockets opened, {closed} closed by the exporter; /-/healthy "
-        f"median {statistics.median(health) * 1000:.1f} ms, max {max(health) * 1000:.1f} ms "
-        f"({len(health)}, slowest at #{health.index(max(health))}, p95 {sorted(health)[int(len(health) * 0.95)] * 1000:.1f} ms); /metrics max {max(metrics) * 1000:.1f} ms; exporter threads "
+        f"slowloris: {opened} sockets opened, {closed} closed by the exporter; /-/healthy: "
+        f"first {health[0] * 1000:.1f} ms, median {statistics.median(health) * 1000:.1f} ms, "
+        f"p95 {p95 * 1000:.1f} ms, max after the first {max(health[1:]) * 1000:.1f} ms "
+        f"({len(health)}); /metrics max {max(metrics) * 1000:.1f} ms; exporter threads "
         f"{before['threads']} -> peak {peak['threads']}, RSS {before['rss'] / MIB:.1f} -> "
         f"peak {peak['rss'] / MIB:.1f} MiB, fds peak {peak['fds']}"
     )
