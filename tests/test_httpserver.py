@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import bcrypt
 import pytest
@@ -677,29 +677,37 @@ def test_the_soft_limit_is_raised_towards_the_hard_limit_when_that_helps() -> No
 def test_out_of_descriptors_the_accept_loop_backs_off_and_recovers() -> None:
     with serving() as server:
         accept_thread = next(t for t in threading.enumerate() if t.name.startswith("http-server"))
+        # Opened now: with no descriptor left, /proc could not be opened any more.
+        stat = Path(f"/proc/self/task/{accept_thread.native_id}/stat").open("rb", buffering=0)  # noqa: SIM115
         pending = [
             socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)
         ]
         try:
             time.sleep(0.3)  # those three are accepted and idle
-            waiting = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            waiting = socket.socket()  # its descriptor is taken before the limit drops
             pending.append(waiting)
-            open_now = len(os.listdir("/proc/self/fd"))
-            with nofile_limit(open_now):  # accept() now fails with EMFILE
+            # The limit caps descriptor numbers: below the lowest free one, none can be opened.
+            lowest_free = os.dup(0)
+            os.close(lowest_free)
+            with nofile_limit(lowest_free):  # accept() now fails with EMFILE
+                waiting.connect(("127.0.0.1", server.port))
                 waiting.sendall(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
-                cpu_before = thread_cpu_seconds(accept_thread)
+                cpu_before = cpu_seconds(stat)
                 time.sleep(1.0)
-                cpu = thread_cpu_seconds(accept_thread) - cpu_before
+                cpu = cpu_seconds(stat) - cpu_before
+                assert server.open_connections == 3  # the fourth could not be accepted
             assert cpu < 0.2  # a spinning accept loop burns the whole second
             # Descriptors are back: the waiting connection is accepted and answered.
             waiting.settimeout(5)
             assert raw_request(waiting, b"").endswith(b"http /late")
         finally:
+            stat.close()
             for sock in pending:
                 sock.close()
 
 
-def thread_cpu_seconds(thread: threading.Thread) -> float:
-    """User plus system CPU time of one thread of this process (Linux)."""
-    fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(stat: BinaryIO) -> float:
+    """User plus system CPU time from an open /proc/.../stat file (Linux)."""
+    stat.seek(0)
+    fields = stat.read().rsplit(b")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
