@@ -179,7 +179,8 @@ class _DeadlineConnection(HTTPConnection):
         deadline = self._deadline = _current_deadline()
         if deadline is not None:
             deadline.attach(self)
-            self.timeout = min(self.timeout or math.inf, deadline.remaining())
+            timeout = self.timeout if isinstance(self.timeout, int | float) else math.inf
+            self.timeout = min(timeout, deadline.remaining())
         sock = super()._new_conn()
         if deadline is not None:
             # The TLS handshake that follows is bounded as a whole by the socket's timeout.

@@ -493,7 +493,7 @@ class HTTPServer:
             keep_alive=request.keep_alive and not self._stopping.is_set(),
             head=request.method == "HEAD",
         )
-        handler.run(self._app_or_fail())
+        handler.run(self._app)
         _log.debug(
             "%s %s %s %s",
             _peer(conn.peer),
@@ -505,9 +505,6 @@ class HTTPServer:
             return False
         conn.deadline = time.monotonic() + self.connection_timeout
         return body.drain()
-
-    def _app_or_fail(self) -> WSGIApp:
-        return self._app
 
     def _environ(self, conn: _Conn, request: _Request) -> dict[str, Any]:
         path, _, query = request.target.partition("?")
