@@ -94,7 +94,10 @@ def run_exporter(tmp_path: Path) -> Iterator[Callable[..., tuple[Process, str]]]
     def start(config: Path, *flags: str, nofile: int | None = None) -> tuple[Process, str]:
         port = free_port()
         argv = exporter_command(
-            f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}", *flags
+            f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--storage.path={tmp_path / f'state-{len(started)}'}",
+            *flags,
         )
         if nofile is not None:  # as `ulimit -n` does: soft and hard limit both
             argv = ["sh", "-c", f'ulimit -n {nofile} && exec "$@"', "sh", *argv]

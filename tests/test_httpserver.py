@@ -30,6 +30,19 @@ from tests.hostile import nofile_limit
 PASSWORD_HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
 
 
+@pytest.fixture(autouse=True)
+def _no_stale_log_handlers() -> Iterator[None]:
+    """Tests that ran the CLI's main() may leave logs.setup()'s handler on a closed capture
+    stream; these tests assert what reaches stderr, so they run without it."""
+    root = logging.getLogger()
+    stale = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    for handler in stale:
+        root.removeHandler(handler)
+    yield
+    for handler in stale:
+        root.addHandler(handler)
+
+
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """A tiny WSGI app: echoes the scheme and path; /boom raises."""
     if environ["PATH_INFO"] == "/boom":
@@ -447,7 +460,10 @@ def test_at_the_cap_a_new_client_replaces_the_oldest_idle_connection() -> None:
             assert requests.get(server.url, timeout=5).status_code == 200
             assert time.monotonic() - start < 1.0
             assert sockets[0].recv(1) == b""  # evicted to make room
-            assert server.open_connections <= 4
+            deadline = time.monotonic() + 2
+            while server.open_connections > 4:  # the evicted one may still be closing
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
         finally:
             for sock in sockets:
                 sock.close()
