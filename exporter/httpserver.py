@@ -440,9 +440,11 @@ class HTTPServer:
 
     def _handshake(self, conn: _Conn, context: ssl.SSLContext) -> bool:
         try:
+            # One timeout bounds the whole handshake, however the client trickles it (and the
+            # web config's look at the ClientHello before it).
+            conn.sock.settimeout(max(0.001, conn.deadline - time.monotonic()))
             tls = context.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
             conn.sock = tls
-            # One timeout bounds the whole handshake, however the client trickles it.
             tls.settimeout(max(0.001, conn.deadline - time.monotonic()))
             tls.do_handshake()
         except OSError as exc:  # ssl.SSLError, timeouts and resets are all OSErrors
