@@ -100,27 +100,60 @@ class RoundReport:
 
 
 class _Round:
-    """One refresh round shared by every scrape that arrives while it runs."""
+    """One refresh round, shared by every scrape that arrives while some of it has not started.
 
-    def __init__(self, plan: Plan) -> None:
+    Waiting scrapes return when the round is finished, at their deadline, or once everything has
+    started and what still runs has run longer than `straggler` seconds: a stuck request keeps
+    neither the scrape nor (as it is no longer joinable) the next round waiting.
+    """
+
+    def __init__(self, plan: Plan, straggler: float) -> None:
         self.pending = set(plan.order)
         self.deferred = plan.deferred
         self.due = plan.due
-        self.done = threading.Event()
-        self._lock = threading.Lock()
-        if not self.pending:
-            self.done.set()
+        self._unstarted = set(plan.order)
+        self._started: dict[str, float] = {}
+        self._straggler = straggler
+        self._changed = threading.Condition()
+
+    def open(self) -> bool:
+        """Whether some of the round has not started yet (a scrape arriving now joins it)."""
+        with self._changed:
+            return bool(self._unstarted)
+
+    def start(self, trans_no: str) -> None:
+        with self._changed:
+            self._unstarted.discard(trans_no)
+            self._started[trans_no] = time.monotonic()
+            self._changed.notify_all()
 
     def finish(self, trans_no: str, *, deferred: bool) -> None:
-        with self._lock:
+        with self._changed:
             self.pending.discard(trans_no)
+            self._unstarted.discard(trans_no)
+            self._started.pop(trans_no, None)
             self.deferred += deferred
-            if not self.pending:
-                self.done.set()
+            self._changed.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        """Until finished, `timeout` seconds, or only stragglers are left."""
+        end = time.monotonic() + max(0.0, timeout)
+        with self._changed:
+            while self.pending:
+                now = time.monotonic()
+                wake = end
+                if not self._unstarted and self._started:
+                    oldest = min(self._started.values())
+                    if now - oldest >= self._straggler:
+                        return
+                    wake = min(end, oldest + self._straggler)
+                if now >= end:
+                    return
+                self._changed.wait(max(0.001, wake - now))
 
     def backlog(self) -> tuple[int, int]:
         """(finished, deferred or unfinished) right now."""
-        with self._lock:
+        with self._changed:
             waiting = len(self.pending) + self.deferred
             return self.due - waiting, waiting
 
@@ -158,6 +191,7 @@ class Scheduler:
         # Probes of unwatched tasks may hold half the pool (of its first size: a semaphore that
         # probes in flight hold cannot be swapped safely).
         self._probe_slots = threading.BoundedSemaphore(max(1, settings.max_concurrency // 2))
+        self._closed = False
         self.last_plan: Plan | None = None
         self.last_backlog = 0
 
@@ -222,7 +256,7 @@ class Scheduler:
         """Refresh what is due within the budget; return within `timeout` seconds."""
         started = self._timer()
         current, joined = self._join_or_start_round()
-        current.done.wait(max(0.0, timeout))
+        current.wait(timeout)
         sent, backlog = current.backlog()
         self.last_backlog = backlog
         return RoundReport(current.due, sent, backlog, joined, self._timer() - started)
@@ -231,7 +265,7 @@ class Scheduler:
         # All under one lock: two scrapes never both start a round from the same due list, and a
         # pool swapped by apply() is never used after its shutdown.
         with self._lock:
-            if self._round is not None and not self._round.done.is_set():
+            if self._round is not None and self._round.open():
                 return self._round, True
             self._adopt(self.store.changes())
             plan = self._policy.plan(
@@ -242,7 +276,9 @@ class Scheduler:
                 self._in_flight,
             )
             self.last_plan = plan
-            self._round = _Round(plan)
+            # A request still running after a quarter of its timeout (1 s at least) is a
+            # straggler: scrapes stop waiting for it and serve its last answer.
+            self._round = _Round(plan, max(1.0, self._settings.timeout / 4))
             self._in_flight.update(plan.order)
             for trans_no in plan.order:
                 self._pool.submit(self._run, self._round, trans_no)
@@ -259,6 +295,7 @@ class Scheduler:
 
     def _run(self, round_: _Round, trans_no: str) -> None:
         deferred = False
+        round_.start(trans_no)
         try:
             deferred = self._attempt(trans_no, probe=False).outcome is Outcome.NOT_SENT
         except Exception:  # a bug must not strand the round
@@ -363,6 +400,8 @@ class Scheduler:
         with self._lock:
             watched = trans_no in self._states
             old = (self._states if watched else self._probed).get(trans_no, NEVER_ASKED)
+            if self._closed:  # cut short by the shutdown: not the task's failure, not stored
+                return old
             if exchange.answer is not None:
                 new = rules.answered(old, exchange.answer, now)
             else:
@@ -380,7 +419,9 @@ class Scheduler:
         return new
 
     def close(self) -> None:
-        """Stop the worker threads; requests in flight finish on their own."""
+        """Stop the worker threads; what requests in flight bring back is not recorded."""
+        with self._lock:
+            self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.registry import Collector
 
 from exporter import capacity, logs, probe
-from exporter.budget import Budget, Rate
+from exporter.budget import DEADLINE_SLACK, Budget, Rate
 from exporter.client import CloudVodClient
 from exporter.collector import (
     ApiStats,
@@ -236,8 +236,14 @@ class Exporter:
             final_share=new.refresh.final_share,
         )
         if client is not None:
-            self.client.close()
+            # Requests in flight on the old client end within its timeout: close it after
+            # that, so a reload never cuts them short (and never counts them as failures).
+            closer = threading.Timer(old.api.timeout + DEADLINE_SLACK, self.client.close)
+            closer.daemon = True
+            closer.start()
             self.client = client
+        if new.storage != old.storage:
+            log.warning("a changed storage section takes effect at the next restart")
         self.reload_status = ReloadStatus(ok=True, success_timestamp=self._clock())
         for warning in new.warnings:
             log.warning(warning)

@@ -135,3 +135,35 @@ def test_two_schedulers_sharing_a_store_ask_about_each_task_once() -> None:
     calls = one.calls + two.calls
     assert sorted(calls) == sorted(statuses)  # each final task asked once, by one of them
     assert max_in_any_window(one.call_times + two.call_times, 60.0) <= 30
+
+
+def test_a_stuck_request_keeps_neither_scrapes_nor_other_tasks_waiting() -> None:
+    """One request hangs (a peer trickling its answer): the scrape stops waiting for it after
+    the straggler time, and the next scrapes refresh the other processing tasks meanwhile."""
+    clock = FakeClock()
+    release = threading.Event()
+    querier = FakeQuerier({"stuck": 1, "a": 1, "b": 1}, clock=clock)
+    original = querier.query
+
+    asked: list[str] = []
+
+    def query(trans_no: str):  # type: ignore[no-untyped-def]
+        asked.append(trans_no)
+        if trans_no == "stuck":
+            release.wait(20)
+        return original(trans_no)
+
+    querier.query = query  # type: ignore[method-assign]
+    scheduler = scheduler_for(querier, MemoryStore(clock), clock)  # timeout 10 s: straggler 2.5 s
+    try:
+        started = time.monotonic()
+        first = scheduler.refresh(9.5)
+        assert time.monotonic() - started < 4.0
+        assert first.backlog == 1
+        for _ in range(3):
+            report = scheduler.refresh(9.5)
+            assert not report.joined and report.backlog == 0
+        assert asked.count("a") == 4 and asked.count("stuck") == 1
+    finally:
+        release.set()
+        scheduler.close()
