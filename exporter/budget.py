@@ -10,7 +10,8 @@ replicas sharing a Redis share one window.
 Within the window, a token bucket spreads the sends at `requests / period` (shared out among the
 replicas), so the budget is not spent in one burst and then idle for a whole period while
 processing tasks wait. It holds `pacing_horizon` seconds of sends, enough for any common scrape
-interval, so pacing costs no utilisation.
+interval, so pacing costs no utilisation; and it holds none while the window is full, so the
+sends even out after the first period instead of repeating its first burst.
 
 Throttling is the one place the API says the budget was misjudged: all sends pause, 10 s at
 first, doubling per throttling episode up to one period (a capped Retry-After may ask for more).
@@ -119,10 +120,14 @@ class Budget:
         now = self._clock()
         if now < self._store.pause().until:
             return 0
+        room = self.remaining()
         with self._lock:
             self._refill(now)
+            # A full window holds no tokens: otherwise they pile up while it is full and go out
+            # in one burst when the previous burst leaves it, every period, for ever.
+            self._tokens = min(self._tokens, float(room))
             tokens = math.floor(self._tokens + 1e-9)
-        return max(0, min(self.remaining(), tokens))
+        return max(0, tokens)
 
     def acquire(self, *, probe: bool = False) -> Ticket | None:
         """A ticket to send one request now, or None if the budget does not allow it."""
@@ -137,6 +142,8 @@ class Budget:
             if not self._store.admit(
                 send, self._rate.requests, self._rate.period, self._rate.probe_limit
             ):
+                if not probe:  # the window is full (not just the probes' share of it)
+                    self._tokens = 0.0
                 return None
             self._tokens -= 1.0
         return Ticket(send.id, now, probe)

@@ -48,6 +48,7 @@ from exporter.state import NEVER_ASKED, TaskState, answered, failed
 log = logging.getLogger("exporter")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+TOP_UP_INTERVAL = 1.0  # seconds between checks for budget freed between scrapes
 ENV_PREFIX = "CLOUDVOD_CONCAT_"
 PROG = "cloudvod-concat-exporter"
 
@@ -666,10 +667,12 @@ def serve(args: argparse.Namespace) -> int:
         ).start()
         config = demo_config(simulator.url, [t.trans_no for t in sim_tasks])
         log.info("demo mode: built-in simulator", extra={"url": simulator.url})
-        exporter = Exporter(config, store=store)
+        exporter = Exporter(config, store=store, top_up_interval=TOP_UP_INTERVAL)
     else:
         path = args.config_file
-        exporter = Exporter(loaded, store=store, loader=lambda: load_config(path))
+        exporter = Exporter(
+            loaded, store=store, loader=lambda: load_config(path), top_up_interval=TOP_UP_INTERVAL
+        )
 
     try:
         server = HTTPServer(

@@ -79,6 +79,7 @@ class Exporter:
         client_factory: Callable[[ApiConfig], CloudVodClient] = make_client,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
+        top_up_interval: float | None = None,
     ) -> None:
         self._loader = loader
         self._client_factory = client_factory
@@ -116,6 +117,13 @@ class Exporter:
             ProcessCollector(registry=None),
             PlatformCollector(registry=None),
         ]
+        self._stop = threading.Event()
+        self._top_up: threading.Thread | None = None
+        if top_up_interval:
+            self._top_up = threading.Thread(
+                target=self._top_up_loop, args=(top_up_interval,), name="top-up", daemon=True
+            )
+            self._top_up.start()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.task_collector)
         for collector in self._others:
@@ -249,8 +257,17 @@ class Exporter:
             log.warning(warning)
         log.info("configuration loaded", extra={"tasks": len(new.tasks), "source": new.source})
 
+    def _top_up_loop(self, interval: float) -> None:
+        """Reuse budget freed between scrapes (see Scheduler.top_up) while scrapes keep coming."""
+        while not self._stop.wait(interval):
+            try:
+                self.scheduler.top_up(within=2 * self.scrape_interval + 5)
+            except Exception:  # the loop must outlive any single failure
+                log.exception("top-up round failed")
+
     def close(self) -> None:
         """Stop background work and close the store."""
+        self._stop.set()
         self.scheduler.close()
         self.client.close()
         self.store.close()

@@ -94,9 +94,9 @@ def test_a_send_in_flight_counts_until_its_deadline_then_period() -> None:
     assert third is not None  # the first's slot is free again
     # The second never answered (a crash, say): it counts until its deadline + period.
     clock.advance(2.0)
-    assert budget.acquire() is None
+    assert budget.remaining() == 0
     clock.advance(2.1)  # 14.1 s > 3 s + 1 s slack + 10 s
-    assert budget.acquire() is not None
+    assert budget.remaining() == 1
 
 
 def test_token_bucket_double_burst_is_impossible_at_window_boundary() -> None:
@@ -110,7 +110,24 @@ def test_token_bucket_double_burst_is_impossible_at_window_boundary() -> None:
     assert sum(t is not None for t in first) == 10
     assert sum(t is not None for t in second) == 0
     clock.advance(1.01)
-    assert budget.acquire() is not None
+    assert budget.remaining() == 10
+
+
+def test_a_full_window_banks_no_tokens_so_bursts_do_not_repeat() -> None:
+    """Sends of one scrape every 15 s, always work waiting: after the first period the sends
+    are even (no period starts with a burst followed by a hole) and the budget is used."""
+    budget, clock = make()
+    per_scrape: list[int] = []
+    for _ in range(80):  # four periods
+        sent = 0
+        while (ticket := budget.acquire()) is not None:
+            budget.done(ticket)
+            sent += 1
+        per_scrape.append(sent)
+        clock.advance(15.0)
+    later = per_scrape[20:]  # from the second period on
+    assert max(later) <= 16 and min(later) >= 14, per_scrape
+    assert sum(later) >= 0.95 * 900
 
 
 def test_pacing_spreads_the_budget_without_losing_it() -> None:
