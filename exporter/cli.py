@@ -22,7 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter import __version__, logs
+from exporter import __version__, logs, redaction
 from exporter.client import Exchange
 from exporter.config import (
     ApiConfig,
@@ -405,7 +405,7 @@ def _load(path: str) -> Config | None:
         _print_problems(path, exc.problems)
         return None
     except Exception as exc:  # a loader bug still gets one line and exit 2, not a traceback
-        _print_problems(path, [logs.scrub(f"cannot load: {type(exc).__name__}: {exc}")])
+        _print_problems(path, [redaction.redact(f"cannot load: {type(exc).__name__}: {exc}")])
         return None
 
 

@@ -1,39 +1,55 @@
 """Configuration: the YAML file and its task files, parsed once into frozen dataclasses.
 
 Every problem is collected and reported together, one line each, starting with the YAML path it
-concerns (`tasks[3].trans_no: …`); problems inside a task file start with that file's path. The
-access key secret never appears in a message, a warning or a repr.
+concerns (`tasks[3].trans_no: …`) and ending with where it is in the file (`(line 4, column 5)`);
+problems inside a task file start with that file's path. Secrets never appear in a message, a
+warning or a repr (see `exporter.redaction`).
 
-`load_config` reads files with a YAML loader that rejects duplicate keys, keeps dates as strings
-and remembers how each number was written, so an unquoted `- 0123` watches the task "0123" rather
-than the octal number 83. Data built in code (`parse_config`) has no such memory: an int trans_no is
+`load_config` reads files with the shared loader of `exporter.yamlconf`: duplicate keys are
+problems, dates stay strings and numbers are remembered as written, so an unquoted `- 0123`
+watches the task "0123" rather than the octal number 83; the value of `access_key_secret` is never
+converted by a YAML tag. Data built in code (`parse_config`) has no such memory: an int trans_no is
 taken as `str(int)`, so quote trans_nos with leading zeros there.
+
+Defaults live in the dataclasses only: a key that is absent (or left empty) is not passed on, and
+the dataclass supplies its default.
 """
 
 from __future__ import annotations
 
 import datetime
-import difflib
 import glob
-import json
 import math
 import os
 import re
 import zoneinfo
-from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
+from exporter import redaction
 from exporter.metrics import RESERVED_LABELS
 from exporter.protocol import (
     DEFAULT_ENDPOINT,
     ENV_ACCESS_KEY_ID,
     ENV_ACCESS_KEY_SECRET,
     TRANS_NO_RE,
+)
+from exporter.yamlconf import (
+    Document,
+    FileReadError,
+    Position,
+    Report,
+    SourceInt,
+    Unconverted,
+    YamlError,
+    join_path,
+    load_yaml,
+    read_regular_file,
+    scalar_text,
+    show,
 )
 
 LABEL_NAME_RE = re.compile(r"\A[a-zA-Z_][a-zA-Z0-9_]*\Z")
@@ -55,7 +71,6 @@ _MAX_DURATION_MS = 2**63 - 1  # Prometheus's limit (int64 milliseconds)
 _DURATION_HINT = "use Prometheus syntax such as 30s, 5m, 1h30m"
 _OFFSET_RE = re.compile(r"\A([+-])([0-9]{2}):?([0-9]{2})\Z")
 _GLOB_MAGIC_RE = re.compile(r"[*?[]")
-_MAX_SECRET_FILE_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -158,33 +173,22 @@ class ConfigError(Exception):
         return "\n".join(self.problems)
 
 
-def redact(text: str, secret: str) -> str:
-    """The text with every occurrence of the secret (raw, JSON- or repr-escaped) as "<secret>"."""
-    if not secret:
-        return text
-    forms = {secret, json.dumps(secret, ensure_ascii=False)[1:-1], repr(secret)[1:-1]}
-    for form in sorted(forms, key=len, reverse=True):
-        if form:
-            text = text.replace(form, "<secret>")
-    return text
-
-
 def parse_duration(text: str) -> float:
     """Seconds in a Prometheus duration such as "500ms", "5m" or "1h30m" ("0" is zero)."""
     if not isinstance(text, str):
-        raise ValueError(f"invalid duration {_show(text)} ({_DURATION_HINT})")
+        raise ValueError(f"invalid duration {show(text)} ({_DURATION_HINT})")
     if text == "0":
         return 0.0
     match = _DURATION_RE.match(text)
     if not text or match is None:
-        raise ValueError(f"invalid duration {_show(text)} ({_DURATION_HINT})")
+        raise ValueError(f"invalid duration {show(text)} ({_DURATION_HINT})")
     ms = sum(
         int(n) * unit
         for n, (_, unit) in zip(match.groups(), _UNIT_MS, strict=True)
         if n is not None
     )
     if ms > _MAX_DURATION_MS:
-        raise ValueError(f"duration {_show(text)} is out of range")
+        raise ValueError(f"duration {show(text)} is out of range")
     return ms / 1000
 
 
@@ -215,30 +219,33 @@ def parse_timezone(text: str) -> datetime.tzinfo:
     if match:
         sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3))
         if hours > 23 or minutes > 59:
-            raise ValueError(f"invalid UTC offset {_show(text)}")
+            raise ValueError(f"invalid UTC offset {show(text)}")
         offset = datetime.timedelta(hours=hours, minutes=minutes)
         return datetime.timezone(-offset if sign == "-" else offset)
     try:
         return zoneinfo.ZoneInfo(text)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         raise ValueError(
-            f"unknown time zone {_show(text)} (use an offset such as +08:00, Z, "
+            f"unknown time zone {show(text)} (use an offset such as +08:00, Z, "
             "or an IANA name such as Asia/Shanghai)"
         ) from None
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a configuration file and the task files it names."""
+    env = os.environ if environ is None else environ
+    # Known before the file is read: a syntax error may quote it (pasted in the wrong place).
+    redaction.register_secret(env.get(ENV_ACCESS_KEY_SECRET, "").strip())
     file = Path(path)
     try:
-        data = _read_yaml(file)
-    except ConfigError as exc:  # a YAML error may quote the secret, unparsed so far
-        env = os.environ if environ is None else environ
-        secrets = [env.get(ENV_ACCESS_KEY_SECRET, "").strip(), *_inline_secrets(file)]
-        raise ConfigError(_redact_all(exc.problems, [s for s in secrets if s])) from None
-    if data is None:
+        document = load_yaml(file, secret_keys=SECRET_KEYS)
+    except YamlError as exc:
+        raise ConfigError(exc.problems) from None
+    if document.data is None:
         raise ConfigError([f"{file}: the configuration file is empty"])
-    return parse_config(data, base_dir=file.absolute().parent, environ=environ, source=str(file))
+    return _parse(
+        document.data, document, base_dir=file.absolute().parent, env=env, source=str(file)
+    )
 
 
 def parse_config(
@@ -250,26 +257,39 @@ def parse_config(
 ) -> Config:
     """Validate already-loaded YAML data; relative paths are taken against base_dir."""
     env = os.environ if environ is None else environ
+    return _parse(data, None, base_dir=base_dir, env=env, source=source)
+
+
+def _parse(
+    data: object,
+    document: Document | None,
+    *,
+    base_dir: Path,
+    env: Mapping[str, str],
+    source: str,
+) -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError(
             [
                 f"{source or 'configuration'}: the top level must be a mapping with keys such as "
-                f"api and tasks, got {_show(data)}"
+                f"api and tasks, got {show(data)}"
             ]
         )
-    report = _Report([])
-    top = _section(report, data, "", _TOP_KEYS)
+    report = document.report([]) if document is not None else Report()
+    warn = Report(positions=report.positions)
+    top = report.section(data, "", _TOP_KEYS)
     assert top is not None  # data is a mapping
-    api, secrets = _parse_api(report, top.get("api"), base_dir, env)
+    api = _parse_api(report, top.get("api"), base_dir, env)
     refresh = _parse_refresh(report, top.get("refresh"))
     scrape = _parse_scrape(report, top.get("scrape"))
-    storage = _parse_storage(report, top.get("storage"), base_dir, secrets)
-    max_tasks = _field(report, top, "max_tasks", 10_000, _int_between(1))
+    storage = _parse_storage(report, top.get("storage"), base_dir)
+    values = report.fields(top, "", {"max_tasks": _int_between(1)})
+    max_tasks: int = values.get("max_tasks", Config.max_tasks)
 
     groups = [_parse_tasks(report, top.get("tasks"), source or "configuration")]
     itself = Path(source).absolute() if source else None
-    patterns = _parse_task_files(report, top.get("task_files"), base_dir, itself, groups)
-    tasks, warnings = _merge(groups)
+    patterns = _parse_task_files(report, warn, top.get("task_files"), base_dir, itself, groups)
+    tasks = _merge(groups, warn)
     if len(tasks) > max_tasks:
         report.add(
             "max_tasks",
@@ -278,7 +298,7 @@ def parse_config(
         )
 
     if report.problems:
-        raise ConfigError(_redact_all(report.problems, secrets))
+        raise ConfigError(redaction.REGISTRY.redact_all(report.problems))
     return Config(
         api=api,
         refresh=refresh,
@@ -286,117 +306,19 @@ def parse_config(
         storage=storage,
         tasks=tasks,
         task_files=tuple(patterns),
-        max_tasks=max_tasks,
         source=source,
-        warnings=tuple(_redact_all(warnings, secrets)),
+        warnings=tuple(redaction.REGISTRY.redact_all(warn.problems)),
+        **values,
     )
 
 
-# --- walking the YAML: a problems list and a path -------------------------------------------
+# --- the keys of each section, and how each value is read -------------------------------------
 
 _TOP_KEYS = ("api", "refresh", "scrape", "storage", "tasks", "task_files", "max_tasks")
-_API_KEYS = (
-    "endpoint",
-    "access_key_id",
-    "access_key_secret",
-    "access_key_secret_file",
-    "timeout",
-    "max_concurrency",
-    "rate_limit",
-    "timezone",
-    "max_response_bytes",
-)
-_T = TypeVar("_T")
-
-
-@dataclass
-class _Report:
-    """Collects problems; `prefix` names the task file they were found in."""
-
-    problems: list[str]
-    prefix: str = ""
-
-    def add(self, path: str, message: str) -> None:
-        """Record one problem at a YAML path ("" for the whole document)."""
-        where = f"{self.prefix}: {path}" if self.prefix and path else (self.prefix or path)
-        self.problems.append(f"{where}: {message}")
-
-
-def _join(path: str, key: object) -> str:
-    """The YAML path of a mapping key below path."""
-    name = key if isinstance(key, str) else _show(key)
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-        name = f"[{json.dumps(name, ensure_ascii=False)}]"
-        return path + name if path else name
-    return f"{path}.{name}" if path else name
-
-
-def _show(value: object) -> str:
-    """A value as a message quotes it: scalars as written, containers by their kind."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, _SourceInt | _SourceFloat):
-        return value.source
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return f"a {type(value).__name__}"
-
-
-def _scalar_text(value: object) -> str | None:
-    """A string, or a number as it was written; None for anything else."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, _SourceInt | _SourceFloat):
-        return value.source
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def _section(
-    report: _Report, value: object, path: str, keys: Collection[str]
-) -> dict[str, object] | None:
-    """The set entries of a mapping with only known keys ({} if null, None if not a mapping)."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        report.add(path, f"must be a mapping, got {_show(value)}")
-        return None
-    entries: dict[str, object] = {}
-    for key, item in value.items():
-        if not isinstance(key, str) or key not in keys:
-            close = difflib.get_close_matches(str(key), keys, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            report.add(_join(path, key), f"unknown key{hint}")
-        elif item is not None:  # a key left empty means "use the default"
-            entries[key] = item
-    return entries
-
-
-def _field(
-    report: _Report,
-    section: Mapping[str, object],
-    path: str,
-    default: _T,
-    convert: Callable[[object], _T],
-) -> _T:
-    """The entry at path (its last part is the key) converted, or the default if absent/invalid."""
-    key = path.rpartition(".")[2]
-    if key not in section:
-        return default
-    try:
-        return convert(section[key])
-    except ValueError as exc:
-        report.add(path, str(exc))
-        return default
+# Keys whose values the loader never converts and registers as secrets wherever they appear
+# (`password` is no key of ours, but where a Redis password would be pasted by mistake).
+SECRET_KEYS = ("access_key_secret", "password")
+_CREDENTIAL_KEYS = ("access_key_id", "access_key_secret", "access_key_secret_file")
 
 
 def _duration(value: object) -> float:
@@ -404,7 +326,7 @@ def _duration(value: object) -> float:
     if isinstance(value, int) and not isinstance(value, bool) and value == 0:
         return 0.0
     if not isinstance(value, str):
-        raise ValueError(f"invalid duration {_show(value)} ({_DURATION_HINT})")
+        raise ValueError(f"invalid duration {show(value)} ({_DURATION_HINT})")
     return parse_duration(value)
 
 
@@ -412,7 +334,7 @@ def _positive_duration(value: object) -> float:
     """A duration > 0."""
     seconds = _duration(value)
     if seconds <= 0:
-        raise ValueError(f"must be more than 0s, got {_show(value)}")
+        raise ValueError(f"must be more than 0s, got {show(value)}")
     return seconds
 
 
@@ -422,9 +344,9 @@ def _int_between(low: int, high: int | None = None) -> Callable[[object], int]:
 
     def convert(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"must be {wanted}, got {_show(value)}")
+            raise ValueError(f"must be {wanted}, got {show(value)}")
         if value < low or (high is not None and value > high):
-            raise ValueError(f"must be {wanted}, got {_show(value)}")
+            raise ValueError(f"must be {wanted}, got {show(value)}")
         return int(value)
 
     return convert
@@ -433,77 +355,132 @@ def _int_between(low: int, high: int | None = None) -> Callable[[object], int]:
 def _endpoint(value: object) -> str:
     """An http(s) base URL without query, fragment or credentials; trailing slash dropped."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"must be an http:// or https:// URL, got {_show(value)}")
+        raise ValueError(f"must be an http:// or https:// URL, got {show(value)}")
     if any(c.isspace() for c in value):
         raise ValueError("must not contain whitespace")
     url = urlsplit(value)
     if "@" in url.netloc:
         raise ValueError("must not contain a user name or password")  # nor echo them
     if url.scheme not in ("http", "https"):
-        raise ValueError(f"must be an http:// or https:// URL, got {_show(value)}")
+        raise ValueError(f"must be an http:// or https:// URL, got {show(value)}")
     if not url.hostname:
-        raise ValueError(f"has no host: {_show(value)}")
+        raise ValueError(f"has no host: {show(value)}")
     try:
         url.port  # noqa: B018 -- urlsplit checks the port only when it is read
     except ValueError:
-        raise ValueError(f"has an invalid port: {_show(value)}") from None
+        raise ValueError(f"has an invalid port: {show(value)}") from None
     if url.query or url.fragment or value.endswith(("?", "#")):
-        raise ValueError(f"must not have a query or fragment: {_show(value)}")
+        raise ValueError(f"must not have a query or fragment: {show(value)}")
     return value.rstrip("/")
 
 
 def _timezone(value: object) -> datetime.tzinfo:
     """A zone from a string (or from `+10:00`, which YAML 1.1 reads as a number)."""
     text = value if isinstance(value, str) else None
-    if isinstance(value, _SourceInt):
+    if isinstance(value, SourceInt):
         text = value.source
     if text is None:
-        raise ValueError(
-            f'must be a string such as "+08:00" or "Asia/Shanghai", got {_show(value)}'
-        )
+        raise ValueError(f'must be a string such as "+08:00" or "Asia/Shanghai", got {show(value)}')
     return parse_timezone(text)
+
+
+def _fraction(value: object) -> float:
+    """A number from 0 to 1 (a share of the budget)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number from 0 to 1, got {show(value)}")
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"must be a number from 0 to 1, got {show(value)}")
+    return float(value)
+
+
+def _redis_url(value: object) -> str:
+    """A redis:// or rediss:// URL (never echoed: it may hold a password)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a redis:// or rediss:// URL")
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 -- urlsplit checks the port only when it is read
+    except ValueError:
+        raise ValueError("is not a valid URL (bad port or brackets)") from None
+    if url.scheme not in ("redis", "rediss") or not url.hostname:
+        raise ValueError("must be a redis:// or rediss:// URL with a host")
+    db = url.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ValueError("the path must be a database number such as /0")
+    return value
+
+
+def _key_prefix(value: object) -> str:
+    """A non-empty key prefix without spaces."""
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise ValueError(f"must be a non-empty string without spaces, got {show(value)}")
+    return value
+
+
+_API_FIELDS: Mapping[str, Callable[[object], Any]] = {
+    "endpoint": _endpoint,
+    "timeout": _positive_duration,
+    "max_concurrency": _int_between(1, 64),
+    "timezone": _timezone,
+    "max_response_bytes": _int_between(1024),
+}
+_RATE_LIMIT_FIELDS: Mapping[str, Callable[[object], Any]] = {
+    "requests": _int_between(1),
+    "period": _positive_duration,
+    "probe_share": _fraction,
+}
+_REFRESH_FIELDS: Mapping[str, Callable[[object], Any]] = {
+    "processing": _duration,
+    "successful": _duration,
+    "failed": _duration,
+    "error": _positive_duration,
+    "error_max": _positive_duration,
+    "final_share": _fraction,
+}
+_SCRAPE_FIELDS: Mapping[str, Callable[[object], Any]] = {
+    "timeout": _positive_duration,
+    "timeout_offset": _duration,
+}
+_REDIS_FIELDS: Mapping[str, Callable[[object], Any]] = {
+    "key_prefix": _key_prefix,
+    "timeout": _positive_duration,
+}
+_REDIS_KEYS = ("url", "password_file", *_REDIS_FIELDS)
+# Words of the configuration itself: a "secret" inside one would be redacted out of messages.
+_VOCABULARY = (
+    *_TOP_KEYS,
+    *_API_FIELDS,
+    *_CREDENTIAL_KEYS,
+    "rate_limit",
+    *_RATE_LIMIT_FIELDS,
+    *_REFRESH_FIELDS,
+    *_SCRAPE_FIELDS,
+    "redis",
+    *_REDIS_KEYS,
+    "trans_no",
+    "labels",
+)
 
 
 # --- sections --------------------------------------------------------------------------------
 
 
-def _parse_api(
-    report: _Report, value: object, base_dir: Path, env: Mapping[str, str]
-) -> tuple[ApiConfig, list[str]]:
-    """The api section, and every secret seen (for redacting messages)."""
-    section = _section(report, value, "api", _API_KEYS)
-    env_secret = env.get(ENV_ACCESS_KEY_SECRET, "").strip()
-    secrets = [env_secret] if env_secret else []
+def _parse_api(report: Report, value: object, base_dir: Path, env: Mapping[str, str]) -> ApiConfig:
+    """The api section."""
+    keys = (*_API_FIELDS, *_CREDENTIAL_KEYS, "rate_limit")
+    section = report.section(value, "api", keys)
     if section is None:
-        return ApiConfig(access_key_id="", access_key_secret=""), secrets
-    key_id = _access_key_id(report, section, env)
-    secret = _access_key_secret(report, section, base_dir, env_secret, secrets)
-    rate = _section(
-        report, section.get("rate_limit"), "api.rate_limit", ("requests", "period", "probe_share")
+        return ApiConfig(access_key_id="", access_key_secret="")
+    rate = report.section(section.get("rate_limit"), "api.rate_limit", _RATE_LIMIT_FIELDS) or {}
+    return ApiConfig(
+        access_key_id=_access_key_id(report, section, env),
+        access_key_secret=_access_key_secret(report, section, base_dir, env),
+        rate_limit=RateLimit(**report.fields(rate, "api.rate_limit", _RATE_LIMIT_FIELDS)),
+        **report.fields(section, "api", _API_FIELDS),
     )
-    rate = rate or {}
-    api = ApiConfig(
-        access_key_id=key_id,
-        access_key_secret=secret,
-        endpoint=_field(report, section, "api.endpoint", DEFAULT_ENDPOINT, _endpoint),
-        timeout=_field(report, section, "api.timeout", 10.0, _positive_duration),
-        max_concurrency=_field(report, section, "api.max_concurrency", 4, _int_between(1, 64)),
-        rate_limit=RateLimit(
-            requests=_field(report, rate, "api.rate_limit.requests", 300, _int_between(1)),
-            period=_field(report, rate, "api.rate_limit.period", 300.0, _positive_duration),
-            probe_share=_field(
-                report, rate, "api.rate_limit.probe_share", RateLimit.probe_share, _fraction
-            ),
-        ),
-        timezone=_field(report, section, "api.timezone", ApiConfig.timezone, _timezone),
-        max_response_bytes=_field(
-            report, section, "api.max_response_bytes", 1_048_576, _int_between(1024)
-        ),
-    )
-    return api, secrets
 
 
-def _access_key_id(report: _Report, section: Mapping[str, object], env: Mapping[str, str]) -> str:
+def _access_key_id(report: Report, section: Mapping[str, object], env: Mapping[str, str]) -> str:
     """The access key ID from the file, else from the environment."""
     if "access_key_id" not in section:
         key_id = env.get(ENV_ACCESS_KEY_ID, "").strip()
@@ -523,60 +500,78 @@ def _access_key_id(report: _Report, section: Mapping[str, object], env: Mapping[
 
 
 def _access_key_secret(
-    report: _Report,
-    section: Mapping[str, object],
-    base_dir: Path,
-    env_secret: str,
-    secrets: list[str],
+    report: Report, section: Mapping[str, object], base_dir: Path, env: Mapping[str, str]
 ) -> str:
     """The secret: inline, else from access_key_secret_file, else from the environment."""
     where = "api.access_key_secret"
-    inline = section.get("access_key_secret")
-    inline_text = _scalar_text(inline)
-    if inline_text:
-        secrets.append(inline_text)
     if "access_key_secret" in section and "access_key_secret_file" in section:
         report.add(where, "set access_key_secret or access_key_secret_file, not both")
         return ""
     if "access_key_secret" in section:
+        inline = section["access_key_secret"]
         if not isinstance(inline, str) or not inline:
-            report.add(where, "must be a non-empty string (quote it)")  # never echo it
+            # Never echo it: only what kind of value it is ("a value tagged !!int").
+            report.add(where, f"must be a string (quote it), got {_kind(inline)}")
             return ""
-        if any(c.isspace() for c in inline):
-            report.add(where, "must not contain whitespace")
-        return inline
+        return _checked_secret(report, where, inline, "")
     if "access_key_secret_file" in section:
-        secret = _read_secret_file(report, section["access_key_secret_file"], base_dir)
-        if secret:
-            secrets.append(secret)
-        return secret
+        where_file = "api.access_key_secret_file"
+        secret = read_secret_file(report, where_file, section["access_key_secret_file"], base_dir)
+        return _checked_secret(report, where_file, secret, "the secret in the file ")
+    env_secret = env.get(ENV_ACCESS_KEY_SECRET, "").strip()
     if not env_secret:
         report.add(
             where,
             "missing: set access_key_secret or access_key_secret_file, "
             f"or the environment variable {ENV_ACCESS_KEY_SECRET}",
         )
-    return env_secret
+        return ""
+    return _checked_secret(report, where, env_secret, f"the secret in {ENV_ACCESS_KEY_SECRET} ")
 
 
-def _read_secret_file(
-    report: _Report, value: object, base_dir: Path, where: str = "api.access_key_secret_file"
-) -> str:
-    """The stripped content of the secret file; problems name the file, never its content."""
+def _checked_secret(report: Report, where: str, secret: str, origin: str) -> str:
+    """The secret if it can be real (and registered for redaction), else "" with a problem."""
+    if not secret:
+        return ""
+    if any(c.isspace() for c in secret):
+        report.add(where, f"{origin}must not contain whitespace")
+        return ""
+    weak = redaction.weak_secret(secret, _VOCABULARY)
+    if weak is not None:
+        report.add(where, f"{origin}{weak}")
+        return ""
+    redaction.register_secret(secret)
+    return secret
+
+
+def _kind(value: object) -> str:
+    """What a value is, without showing it (for values that may be secrets)."""
+    if isinstance(value, Unconverted):
+        return value.kind
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "an empty string" if not value else "a string"
+    return show(value)  # containers are shown by their kind only
+
+
+MAX_SECRET_FILE_BYTES = 4096
+
+
+def read_secret_file(report: Report, where: str, value: object, base_dir: Path) -> str:
+    """The stripped content of a secret file; problems name the file, never its content."""
     if not isinstance(value, str) or not value:
-        report.add(where, f"must be a file path, got {_show(value)}")
+        report.add(where, f"must be a file path, got {show(value)}")
         return ""
     path = base_dir / os.path.expanduser(value)
     try:
-        with path.open("rb") as file:
-            raw = file.read(_MAX_SECRET_FILE_BYTES + 1)
-    except OSError as exc:
-        report.add(where, f"cannot read {path}: {exc.strerror or type(exc).__name__}")
-        return ""
-    if len(raw) > _MAX_SECRET_FILE_BYTES:
-        report.add(
-            where, f"{path} is larger than {_MAX_SECRET_FILE_BYTES} bytes; is it the secret?"
-        )
+        raw = read_regular_file(path, max_bytes=MAX_SECRET_FILE_BYTES)
+    except FileReadError as exc:
+        report.add(where, f"cannot read {path}: {exc}")
         return ""
     try:
         secret = raw.decode("utf-8-sig").strip()
@@ -591,127 +586,76 @@ def _read_secret_file(
     return secret
 
 
-def _parse_refresh(report: _Report, value: object) -> RefreshConfig:
+def _parse_refresh(report: Report, value: object) -> RefreshConfig:
     """The refresh section."""
-    section = (
-        _section(
-            report,
-            value,
-            "refresh",
-            ("processing", "successful", "failed", "error", "error_max", "final_share"),
-        )
-        or {}
-    )
-    error = _field(report, section, "refresh.error", 60.0, _positive_duration)
+    section = report.section(value, "refresh", _REFRESH_FIELDS) or {}
+    values = report.fields(section, "refresh", _REFRESH_FIELDS)
+    error = values.get("error", RefreshConfig.error)
     # Without an explicit cap, raising `error` above the default cap raises the cap too.
-    default_max = max(RefreshConfig.error_max, error)
-    error_max = _field(report, section, "refresh.error_max", default_max, _positive_duration)
-    if error_max < error:
+    values.setdefault("error_max", max(RefreshConfig.error_max, error))
+    refresh = RefreshConfig(**values)
+    if refresh.error_max < refresh.error:
         report.add(
             "refresh.error_max",
-            f"must be at least refresh.error ({format_duration(error)}), "
-            f"got {format_duration(error_max)}",
+            f"must be at least refresh.error ({format_duration(refresh.error)}), "
+            f"got {format_duration(refresh.error_max)}",
         )
-    return RefreshConfig(
-        processing=_field(report, section, "refresh.processing", 0.0, _duration),
-        successful=_field(report, section, "refresh.successful", 3600.0, _duration),
-        failed=_field(report, section, "refresh.failed", 21600.0, _duration),
-        error=error,
-        error_max=error_max,
-        final_share=_field(
-            report, section, "refresh.final_share", RefreshConfig.final_share, _fraction
-        ),
-    )
+    return refresh
 
 
-_REDIS_KEYS = ("url", "password_file", "key_prefix", "timeout")
-
-
-def _parse_storage(
-    report: _Report, value: object, base_dir: Path, secrets: list[str]
-) -> StorageConfig:
+def _parse_storage(report: Report, value: object, base_dir: Path) -> StorageConfig:
     """The storage section: optionally a Redis shared by replicas."""
-    section = _section(report, value, "storage", ("redis",)) or {}
+    section = report.section(value, "storage", ("redis",)) or {}
     if "redis" not in section:
         return StorageConfig()
-    redis = _section(report, section["redis"], "storage.redis", _REDIS_KEYS)
+    redis = report.section(section["redis"], "storage.redis", _REDIS_KEYS)
     if redis is None:
         return StorageConfig()
     if "url" not in redis:
         report.add("storage.redis.url", "is required (redis://host:port/db or rediss://…)")
         return StorageConfig()
-    url = _field(report, redis, "storage.redis.url", "", _redis_url)
-    password = urlsplit(url).password if url else None
-    if password:
-        secrets.append(password)
-    password_file = None
+    url = _redis_password_checked(report, redis["url"])
+    password = None
     if "password_file" in redis:
-        password_file = _read_secret_file(
-            report, redis["password_file"], base_dir, "storage.redis.password_file"
-        )
-        if password_file:
-            secrets.append(password_file)
+        where = "storage.redis.password_file"
+        secret = read_secret_file(report, where, redis["password_file"], base_dir)
+        password = _checked_secret(report, where, secret, "the password in the file ") or None
     if not url:
         return StorageConfig()
-    return StorageConfig(
-        RedisConfig(
-            url=url,
-            password=password_file or None,
-            key_prefix=_field(
-                report, redis, "storage.redis.key_prefix", RedisConfig.key_prefix, _key_prefix
-            ),
-            timeout=_field(
-                report, redis, "storage.redis.timeout", RedisConfig.timeout, _positive_duration
-            ),
-        )
-    )
+    values = report.fields(redis, "storage.redis", _REDIS_FIELDS)
+    return StorageConfig(RedisConfig(url=url, password=password, **values))
 
 
-def _redis_url(value: object) -> str:
-    """A redis:// or rediss:// URL (never echoed: it may hold a password)."""
-    if not isinstance(value, str) or not value:
-        raise ValueError("must be a redis:// or rediss:// URL")
-    url = urlsplit(value)
-    if url.scheme not in ("redis", "rediss") or not url.hostname:
-        raise ValueError("must be a redis:// or rediss:// URL with a host")
+def _redis_password_checked(report: Report, value: object) -> str:
+    """storage.redis.url, its password registered as a secret before anything can show it."""
+    where = "storage.redis.url"
     try:
-        url.port  # noqa: B018 -- urlsplit checks the port only when it is read
+        password = urlsplit(value).password if isinstance(value, str) else None
     except ValueError:
-        raise ValueError("has an invalid port") from None
-    db = url.path.lstrip("/")
-    if db and not db.isdigit():
-        raise ValueError("the path must be a database number such as /0")
-    return value
+        password = None
+    if password:
+        redaction.register_secret(password)
+    try:
+        url = _redis_url(value)
+    except ValueError as exc:
+        report.add(where, str(exc))
+        return ""
+    if password and not _checked_secret(report, where, password, "the password in the URL "):
+        return ""
+    return url
 
 
-def _key_prefix(value: object) -> str:
-    """A non-empty key prefix without spaces."""
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
-        raise ValueError(f"must be a non-empty string without spaces, got {_show(value)}")
-    return value
-
-
-def _fraction(value: object) -> float:
-    """A number from 0 to 1 (a share of the budget)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"must be a number from 0 to 1, got {_show(value)}")
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"must be a number from 0 to 1, got {_show(value)}")
-    return float(value)
-
-
-def _parse_scrape(report: _Report, value: object) -> ScrapeConfig:
+def _parse_scrape(report: Report, value: object) -> ScrapeConfig:
     """The scrape section."""
-    section = _section(report, value, "scrape", ("timeout", "timeout_offset")) or {}
-    timeout = _field(report, section, "scrape.timeout", 10.0, _positive_duration)
-    offset = _field(report, section, "scrape.timeout_offset", 0.5, _duration)
-    if offset >= timeout:
+    section = report.section(value, "scrape", _SCRAPE_FIELDS) or {}
+    scrape = ScrapeConfig(**report.fields(section, "scrape", _SCRAPE_FIELDS))
+    if scrape.timeout_offset >= scrape.timeout:
         report.add(
             "scrape.timeout_offset",
-            f"must be less than scrape.timeout ({format_duration(timeout)}), "
-            f"got {format_duration(offset)}",
+            f"must be less than scrape.timeout ({format_duration(scrape.timeout)}), "
+            f"got {format_duration(scrape.timeout_offset)}",
         )
-    return ScrapeConfig(timeout=timeout, timeout_offset=offset)
+    return scrape
 
 
 # --- tasks ------------------------------------------------------------------------------------
@@ -723,14 +667,15 @@ class _Entry:
 
     task: Task
     where: str
+    position: Position | None
 
 
-def _parse_tasks(report: _Report, value: object, origin: str) -> list[_Entry]:
+def _parse_tasks(report: Report, value: object, origin: str) -> list[_Entry]:
     """The tasks of one file; duplicates inside it are problems."""
     if value is None:
         return []
     if not isinstance(value, list | tuple):
-        report.add("tasks", f"must be a list of trans_nos or tasks, got {_show(value)}")
+        report.add("tasks", f"must be a list of trans_nos or tasks, got {show(value)}")
         return []
     first_at: dict[str, str] = {}
     entries = []
@@ -739,18 +684,19 @@ def _parse_tasks(report: _Report, value: object, origin: str) -> list[_Entry]:
         task = _parse_task(report, item, path)
         if task is None:
             continue
+        position = report.position(path)
         if task.trans_no in first_at:
             report.add(
                 path,
-                f"duplicate trans_no {_show(task.trans_no)} (first at {first_at[task.trans_no]})",
+                f"duplicate trans_no {show(task.trans_no)} (first at {first_at[task.trans_no]})",
             )
             continue
-        first_at[task.trans_no] = path
-        entries.append(_Entry(task, f"{origin}: {path}"))
+        first_at[task.trans_no] = f"{path}, {position}" if position else path
+        entries.append(_Entry(task, f"{origin}: {path}", position))
     return entries
 
 
-def _parse_task(report: _Report, item: object, path: str) -> Task | None:
+def _parse_task(report: Report, item: object, path: str) -> Task | None:
     """One task: a plain trans_no or a mapping {trans_no, labels}."""
     if not isinstance(item, Mapping):
         try:
@@ -758,7 +704,7 @@ def _parse_task(report: _Report, item: object, path: str) -> Task | None:
         except ValueError as exc:
             report.add(path, str(exc))
             return None
-    section = _section(report, item, path, ("trans_no", "labels")) or {}
+    section = report.section(item, path, ("trans_no", "labels")) or {}
     trans_no = None
     if "trans_no" not in section:
         report.add(f"{path}.trans_no", "missing")
@@ -777,28 +723,28 @@ def _trans_no(value: object) -> str:
     """A trans_no: 1–32 letters, digits, _ or -; YAML numbers are taken as written."""
     if isinstance(value, bool):
         raise ValueError(
-            f"must be a trans_no string, got {_show(value)} "
+            f"must be a trans_no string, got {show(value)} "
             "(quote it: YAML reads yes, no, on and off as true/false)"
         )
-    text = _scalar_text(value) if isinstance(value, int | float) else value
+    text = scalar_text(value) if isinstance(value, int | float) else value
     if not isinstance(text, str):
-        raise ValueError(f"must be a trans_no string, got {_show(value)}")
+        raise ValueError(f"must be a trans_no string, got {show(value)}")
     if not TRANS_NO_RE.match(text):
-        raise ValueError(f"invalid trans_no {_show(value)} (use 1 to 32 letters, digits, _ or -)")
+        raise ValueError(f"invalid trans_no {show(value)} (use 1 to 32 letters, digits, _ or -)")
     return text
 
 
-def _parse_labels(report: _Report, value: object, path: str) -> tuple[tuple[str, str], ...] | None:
+def _parse_labels(report: Report, value: object, path: str) -> tuple[tuple[str, str], ...] | None:
     """User labels sorted by name, or None if any is invalid (reported)."""
     if value is None:
         return ()
     if not isinstance(value, Mapping):
-        report.add(path, f"must be a mapping of label names to values, got {_show(value)}")
+        report.add(path, f"must be a mapping of label names to values, got {show(value)}")
         return None
     labels: list[tuple[str, str]] = []
     valid = True
     for name, raw in value.items():
-        where = _join(path, name)
+        where = join_path(path, name)
         problem = None
         if not isinstance(name, str) or not LABEL_NAME_RE.match(name):
             problem = "invalid label name (use letters, digits and _, not starting with a digit)"
@@ -808,10 +754,10 @@ def _parse_labels(report: _Report, value: object, path: str) -> tuple[tuple[str,
             problem = "shadows the exporter's own label"
         elif isinstance(raw, bool):
             labels.append((name, "true" if raw else "false"))
-        elif (text := _scalar_text(raw)) is not None:
+        elif (text := scalar_text(raw)) is not None:
             labels.append((name, text))
         else:
-            problem = f"label value must be a string, number or true/false, got {_show(raw)}"
+            problem = f"label value must be a string, number or true/false, got {show(raw)}"
         if problem:
             report.add(where, problem)
             valid = False
@@ -819,17 +765,24 @@ def _parse_labels(report: _Report, value: object, path: str) -> tuple[tuple[str,
 
 
 def _parse_task_files(
-    report: _Report, value: object, base_dir: Path, itself: Path | None, groups: list[list[_Entry]]
+    report: Report,
+    warn: Report,
+    value: object,
+    base_dir: Path,
+    itself: Path | None,
+    groups: list[list[_Entry]],
 ) -> list[str]:
     """The absolute task_files patterns; appends each matched file's tasks to groups.
 
-    A glob such as `*.yaml` next to the configuration file does not match that file itself.
+    A glob such as `*.yaml` next to the configuration file does not match that file itself. A
+    glob that matches no file is a warning (the files may come later), a missing literal path
+    an error.
     """
     if value is None:
         return []
     if not isinstance(value, list | tuple):
         report.add(
-            "task_files", f"must be a list of file paths or glob patterns, got {_show(value)}"
+            "task_files", f"must be a list of file paths or glob patterns, got {show(value)}"
         )
         return []
     patterns: list[str] = []
@@ -837,7 +790,7 @@ def _parse_task_files(
     for index, item in enumerate(value):
         where = f"task_files[{index}]"
         if not isinstance(item, str) or not item:
-            report.add(where, f"must be a file path or glob pattern, got {_show(item)}")
+            report.add(where, f"must be a file path or glob pattern, got {show(item)}")
             continue
         text = os.path.expanduser(item)
         # The config folder is escaped so a "[" in its name is not taken for a glob.
@@ -846,8 +799,10 @@ def _parse_task_files(
         matches = [path for path in _expand(pattern) if path != itself]
         if not matches and not _GLOB_MAGIC_RE.search(text):
             literal = base_dir.absolute() / text
-            reason = "is not a file" if literal.exists() else "file not found"
+            reason = "is not a regular file" if literal.exists() else "file not found"
             report.add(where, f"{reason}: {literal}")
+        elif not matches:
+            warn.add(where, f"no file matches {show(pattern)}, so it adds no task")
         for path in matches:
             if path not in read:
                 read.add(path)
@@ -855,146 +810,52 @@ def _parse_task_files(
     return patterns
 
 
-def _read_task_file(report: _Report, path: Path) -> list[_Entry]:
+def _read_task_file(report: Report, path: Path) -> list[_Entry]:
     """The tasks in one task file: a list of tasks or a mapping with the key `tasks`."""
     try:
-        data = _read_yaml(path)
-    except ConfigError as exc:
+        document = load_yaml(path, secret_keys=SECRET_KEYS)
+    except YamlError as exc:
         report.problems.extend(exc.problems)
         return []
-    here = _Report(report.problems, prefix=str(path))
+    data = document.data
+    # A bare list reads as the value of `tasks`, so its problems are named tasks[N] too.
+    here = document.report(
+        report.problems, str(path), root="tasks" if isinstance(data, list) else ""
+    )
     if data is None:
         # Also what a reader sees while the file is being rewritten: keep the old tasks.
         here.add("", "the file is empty (write [] for a file with no tasks)")
         return []
     if isinstance(data, Mapping):
-        section = _section(here, data, "", ("tasks",)) or {}
+        section = here.section(data, "", ("tasks",)) or {}
         if not data:
             here.add("tasks", "missing")
         data = section.get("tasks")
     elif not isinstance(data, list):
-        here.add("", f"must be a list of tasks or a mapping with key tasks, got {_show(data)}")
+        here.add("", f"must be a list of tasks or a mapping with key tasks, got {show(data)}")
         return []
     return _parse_tasks(here, data, str(path))
 
 
-def _merge(groups: list[list[_Entry]]) -> tuple[tuple[Task, ...], list[str]]:
+def _merge(groups: list[list[_Entry]], warn: Report) -> tuple[Task, ...]:
     """Tasks across files, first occurrence first; duplicates become warnings."""
     first: dict[str, _Entry] = {}
-    warnings = []
     for entries in groups:
         for entry in entries:
             kept = first.setdefault(entry.task.trans_no, entry)
             if kept is entry:
                 continue
-            warning = f"{entry.where}: trans_no {_show(entry.task.trans_no)} is already listed at"
-            warning += f" {kept.where}; keeping the first"
+            warning = f"{entry.where}: trans_no {show(entry.task.trans_no)} is already listed at"
+            warning += f" {kept.where}" + (f" ({kept.position})" if kept.position else "")
+            warning += "; keeping the first"
             if entry.task.labels != kept.task.labels:
                 warning += " and its labels (they differ)"
-            warnings.append(warning)
-    return tuple(entry.task for entry in first.values()), warnings
+            if entry.position:
+                warning += f" ({entry.position})"
+            warn.problems.append(warning)
+    return tuple(entry.task for entry in first.values())
 
 
 def _expand(pattern: str) -> list[Path]:
-    """The regular files a glob pattern matches now, sorted."""
+    """The regular files a glob pattern matches now, sorted (symlinks to them included)."""
     return sorted(Path(p) for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-
-
-def _redact_all(lines: list[str], secrets: list[str]) -> list[str]:
-    """Lines with every known secret redacted."""
-    for secret in secrets:
-        lines = [redact(line, secret) for line in lines]
-    return lines
-
-
-# --- YAML -------------------------------------------------------------------------------------
-
-
-class _SourceInt(int):
-    """An int read from YAML that remembers how it was written ("0123", "+10:00")."""
-
-    source: str
-
-
-class _SourceFloat(float):
-    """A float read from YAML that remembers how it was written ("1.10")."""
-
-    source: str
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys, keeps dates as strings and remembers numbers."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        """A mapping, refusing a key given twice (PyYAML would silently keep the last)."""
-        seen: set[object] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # an unhashable key: SafeLoader reports it
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"duplicate key {_show(key)}",
-                    key_node.start_mark,
-                )
-        return super().construct_mapping(node, deep=deep)
-
-
-_INLINE_SECRET_RE = re.compile(r"""access_key_secret\s*:\s*["']?([^"'\s#,}]+)""")
-
-
-def _inline_secrets(file: Path) -> list[str]:
-    """Best-effort: inline secrets of a file that does not parse, so errors can hide them."""
-    try:
-        text = file.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    return _INLINE_SECRET_RE.findall(text)
-
-
-def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
-    number = _SourceInt(loader.construct_yaml_int(node))
-    number.source = str(node.value)
-    return number
-
-
-def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> float:
-    number = _SourceFloat(loader.construct_yaml_float(node))
-    number.source = str(node.value)
-    return number
-
-
-def _construct_timestamp(loader: _Loader, node: yaml.ScalarNode) -> str:
-    return loader.construct_scalar(node)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
-_Loader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
-
-
-def _read_yaml(path: Path) -> object:
-    """A YAML file's data; unreadable files and syntax errors raise a one-line ConfigError."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or type(exc).__name__}"]) from None
-    try:
-        return yaml.load(raw, Loader=_Loader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        # Only the marks and the problem: str(exc) would quote the line, which may hold a secret.
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc.context}"]) from None
-    except yaml.YAMLError as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError([f"{path}: invalid YAML: {first_line}"]) from None
-    except RecursionError:
-        raise ConfigError([f"{path}: invalid YAML: nested too deeply"]) from None

@@ -12,8 +12,9 @@ import json
 import logging
 import re
 import sys
-import threading
 from typing import Any, TextIO
+
+from exporter import redaction
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -22,26 +23,14 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 }
 LEVELS = ("debug", "info", "warn", "error")
 
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
-
-
 def register_secret(secret: str) -> None:
-    """Never let this string reach a log line (the access key secret)."""
-    if secret:
-        # Also as repr() and JSON spell it inside a message or a traceback.
-        forms = (secret, repr(secret)[1:-1], json.dumps(secret)[1:-1])
-        with _secrets_lock:
-            _secrets.update(form for form in forms if form)
+    """Never let this string reach a log line (kept in the one registry, exporter.redaction)."""
+    redaction.register_secret(secret)
 
 
 def scrub(text: str) -> str:
     """Replace every registered secret in `text` with <secret>."""
-    with _secrets_lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
-        text = text.replace(secret, "<secret>")
-    return text
+    return redaction.redact(text)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from exporter import logs
+from exporter import redaction
 from exporter.client import Exchange
 from exporter.collector import Families, task_families
 from exporter.config import RefreshConfig, Task
@@ -103,7 +103,7 @@ def _debug_text(
         f"last error: {state.last_error or '-'}",
         f"budget remaining: {budget_remaining}",
     ]
-    return logs.scrub("\n".join(lines) + "\n")
+    return redaction.redact("\n".join(lines) + "\n")
 
 
 def _exchange_lines(ex: Exchange) -> list[str]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.registry import Collector
 
-from exporter import capacity, logs, probe
+from exporter import capacity, probe, redaction
 from exporter.budget import DEADLINE_SLACK, Budget, Rate
 from exporter.client import CloudVodClient
 from exporter.collector import (
@@ -87,7 +87,7 @@ class Exporter:
         self._timer = timer
         self._reload_lock = threading.Lock()
         self.config = config
-        logs.register_secret(config.api.access_key_secret)
+        redaction.register_secret(config.api.access_key_secret)
         self.client = client_factory(config.api)
         self.api_stats = ApiStats()
         self.store: Store = store if store is not None else MemoryStore(clock)
@@ -214,7 +214,7 @@ class Exporter:
                 raw = exc.problems if isinstance(exc, ConfigError) else [_unexpected(exc)]
                 # A file that cannot be parsed can quote the secret in force (as a duplicate
                 # key, say) before config.py knows it is one: scrub the known secrets here.
-                problems = [logs.scrub(problem) for problem in raw]
+                problems = [redaction.redact(problem) for problem in raw]
                 self.reload_status = ReloadStatus(
                     ok=False,
                     success_timestamp=self.reload_status.success_timestamp,
@@ -231,7 +231,7 @@ class Exporter:
     def apply(self, new: Config) -> None:
         """Put a validated configuration in force as a whole, keeping answers of kept tasks."""
         old = self.config
-        logs.register_secret(new.api.access_key_secret)
+        redaction.register_secret(new.api.access_key_secret)
         client = self._client_factory(new.api) if new.api != old.api else None
         self.budget.reconfigure(rate_of(new.api), new.api.timeout)
         # The task list first, then the states: a scrape in between shows new tasks as unknown

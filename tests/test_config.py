@@ -26,8 +26,8 @@ from exporter.config import (
     parse_config,
     parse_duration,
     parse_timezone,
-    redact,
 )
+from exporter.redaction import Secrets
 
 ENV = {"CLOUDVOD_ACCESS_KEY_ID": "AKENV", "CLOUDVOD_ACCESS_KEY_SECRET": "env-secret"}
 EXAMPLE = Path(__file__).parent.parent / "config.example.yaml"
@@ -64,7 +64,7 @@ def test_example_config_parses() -> None:
 
 
 def test_product_example_parses(tmp_path: Path) -> None:
-    write(tmp_path / "secret", "s3cr3t\n")
+    write(tmp_path / "secret", "s3cr3t-in-a-file\n")
     config = load(
         tmp_path,
         f"""\
@@ -91,7 +91,7 @@ def test_product_example_parses(tmp_path: Path) -> None:
           - {tmp_path}/tasks.d/*.yaml
         """,
     )
-    assert config.api == ApiConfig(access_key_id="AK123", access_key_secret="s3cr3t")
+    assert config.api == ApiConfig(access_key_id="AK123", access_key_secret="s3cr3t-in-a-file")
     assert config.refresh == RefreshConfig(0.0, 3600.0, 21600.0, 60.0, 1800.0)
     assert config.tasks == (
         Task("0251168101641000f4cf4da800000000"),
@@ -100,7 +100,10 @@ def test_product_example_parses(tmp_path: Path) -> None:
     assert config.task_files == (f"{tmp_path}/tasks.d/*.yaml",)
     assert config.task_file_paths() == ()
     assert config.source == str(tmp_path / "config.yaml")
-    assert config.warnings == ()
+    assert config.warnings == (
+        f'task_files[0]: no file matches "{tmp_path}/tasks.d/*.yaml", so it adds no task'
+        " (line 21, column 5)",
+    )
 
 
 def test_minimal_config_takes_every_default(tmp_path: Path) -> None:
@@ -301,7 +304,9 @@ BAD = [
         id="label-null",
     ),
     pytest.param(
-        "tasks: [a, b, a]\n", 'tasks[2]: duplicate trans_no "a" (first at tasks[0])', id="dup"
+        "tasks: [a, b, a]\n",
+        'tasks[2]: duplicate trans_no "a" (first at tasks[0], line 1, column 9) (line 1, column 15)',
+        id="dup",
     ),
     pytest.param(
         "tasks: [a, {trans_no: a}]\n", 'tasks[1]: duplicate trans_no "a"', id="dup-mapping"
@@ -309,7 +314,7 @@ BAD = [
     pytest.param("task_files: x.yaml\n", "task_files: must be a list", id="task-files-str"),
     pytest.param("task_files: [missing.yaml]\n", "task_files[0]: file not found", id="no-file"),
     pytest.param("task_files: [1]\n", "task_files[0]: must be a file path", id="task-file-int"),
-    pytest.param("task_files: [.]\n", "task_files[0]: is not a file", id="task-file-dir"),
+    pytest.param("task_files: [.]\n", "task_files[0]: is not a regular file", id="task-file-dir"),
     pytest.param("max_tasks: 0\n", "max_tasks: must be an integer >= 1, got 0", id="max-tasks-0"),
     pytest.param("max_tasks: many\n", "max_tasks: ", id="max-tasks-str"),
     pytest.param("max_tasks: 1\ntasks: [a, b]\n", "max_tasks: 2 tasks", id="too-many-tasks"),
@@ -397,7 +402,26 @@ def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
 
 def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
     found = problems(tmp_path, "tasks: [a]\nrefresh: {}\ntasks: [b]\n")
-    assert found == [f'{tmp_path / "config.yaml"}:3:1: invalid YAML: duplicate key "tasks"']
+    assert found == ["tasks: duplicate key (first at line 1, column 1) (line 3, column 1)"]
+
+
+def test_every_duplicate_key_is_reported_with_the_other_problems(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        """\
+        api:
+          timeout: 1s
+          timeout: 2s
+          max_concurrency: 0
+        tasks:
+          - {trans_no: a, labels: {x: 1, x: 2}}
+        """,
+    )
+    assert found == [
+        "api.timeout: duplicate key (first at line 2, column 3) (line 3, column 3)",
+        "tasks[0].labels.x: duplicate key (first at line 6, column 28) (line 6, column 34)",
+        "api.max_concurrency: must be an integer from 1 to 64, got 0 (line 4, column 3)",
+    ]
 
 
 def test_yaml_merge_keys_still_work(tmp_path: Path) -> None:
@@ -514,7 +538,8 @@ def test_secret_file_absolute_path(tmp_path: Path) -> None:
             "{path} must hold the secret alone, on one line",
             id="lines",
         ),
-        pytest.param("x" * 5000, "{path} is larger than 4096 bytes; is it the secret?", id="huge"),
+        pytest.param("x" * 5000, "cannot read {path}: is larger than 4096 bytes", id="huge"),
+        pytest.param("short\n", "the secret in the file is shorter than 8 characters", id="short"),
         pytest.param(b"\xff\xfe\xfa-secret", "{path} is not UTF-8 text", id="binary"),
     ],
 )
@@ -528,7 +553,11 @@ def test_bad_secret_file_names_the_path_not_the_content(
         path.write_text(content)
     found = problems(tmp_path, "api: {access_key_secret_file: ak}\n", env={})
     secret_lines = [line for line in found if line.startswith("api.access_key_secret_file: ")]
-    assert secret_lines == [f"api.access_key_secret_file: {expected.format(path=path)}"]
+    assert secret_lines == [
+        f"api.access_key_secret_file: {expected.format(path=path)}"
+        + (", so it cannot be a real secret (a placeholder?)" if "shorter" in expected else "")
+        + " (line 1, column 7)"
+    ]
     for word in ("line-one-secret", "line-two", "xxxxx", "-secret"):
         assert word not in str(found)
 
@@ -536,7 +565,10 @@ def test_bad_secret_file_names_the_path_not_the_content(
 def test_secret_file_that_is_a_folder(tmp_path: Path) -> None:
     (tmp_path / "ak").mkdir()
     found = problems(tmp_path, "api: {access_key_secret_file: ak}\n")
-    assert found == [f"api.access_key_secret_file: cannot read {tmp_path / 'ak'}: Is a directory"]
+    assert found == [
+        f"api.access_key_secret_file: cannot read {tmp_path / 'ak'}: is a directory"
+        " (line 1, column 7)"
+    ]
 
 
 def test_secret_and_secret_file_together_is_an_error(tmp_path: Path) -> None:
@@ -546,6 +578,7 @@ def test_secret_and_secret_file_together_is_an_error(tmp_path: Path) -> None:
     )
     assert found == [
         "api.access_key_secret: set access_key_secret or access_key_secret_file, not both"
+        " (line 1, column 7)"
     ]
 
 
@@ -607,24 +640,35 @@ def test_duplicates_across_files_are_merged_with_a_warning(tmp_path: Path) -> No
     config_path = tmp_path / "config.yaml"
     assert config.tasks == (Task("shared"), Task("labelled", (("team", "a"),)), Task("x"))
     assert config.warnings == (
-        f'{first}: tasks[0]: trans_no "shared" is already listed at {config_path}: tasks[0];'
-        " keeping the first",
-        f'{second}: tasks[1]: trans_no "shared" is already listed at {config_path}: tasks[0];'
-        " keeping the first",
-        f'{second}: tasks[2]: trans_no "labelled" is already listed at {first}: tasks[1];'
-        " keeping the first and its labels (they differ)",
+        f'{first}: tasks[0]: trans_no "shared" is already listed at {config_path}: tasks[0]'
+        " (line 1, column 9); keeping the first (line 1, column 3)",
+        f'{second}: tasks[1]: trans_no "shared" is already listed at {config_path}: tasks[0]'
+        " (line 1, column 9); keeping the first (line 3, column 5)",
+        f'{second}: tasks[2]: trans_no "labelled" is already listed at {first}: tasks[1]'
+        " (line 2, column 3); keeping the first and its labels (they differ) (line 4, column 5)",
     )
 
 
 def test_duplicate_inside_a_task_file_is_an_error(tmp_path: Path) -> None:
     tasks = write(tmp_path / "t.yaml", "- a\n- b\n- a\n")
     found = problems(tmp_path, "task_files: [t.yaml]\n")
-    assert found == [f'{tasks}: tasks[2]: duplicate trans_no "a" (first at tasks[0])']
+    assert found == [
+        f'{tasks}: tasks[2]: duplicate trans_no "a" (first at tasks[0], line 1, column 3)'
+        " (line 3, column 3)"
+    ]
 
 
-def test_missing_literal_task_file_is_an_error_but_empty_glob_is_not(tmp_path: Path) -> None:
+def test_missing_literal_task_file_is_an_error_but_empty_glob_a_warning(tmp_path: Path) -> None:
     found = problems(tmp_path, "task_files: [gone.yaml, 'none/*.yaml', 'x?.yaml']\n")
-    assert found == [f"task_files[0]: file not found: {tmp_path / 'gone.yaml'}"]
+    assert found == [f"task_files[0]: file not found: {tmp_path / 'gone.yaml'} (line 1, column 14)"]
+    config = load(tmp_path, "tasks: [a]\ntask_files:\n  - 'none/*.yaml'\n  - 'x?.yaml'\n")
+    assert config.tasks == (Task("a"),)
+    assert config.warnings == (
+        f'task_files[0]: no file matches "{tmp_path}/none/*.yaml", so it adds no task'
+        " (line 3, column 5)",
+        f'task_files[1]: no file matches "{tmp_path}/x?.yaml", so it adds no task'
+        " (line 4, column 5)",
+    )
 
 
 @pytest.mark.parametrize(
@@ -692,6 +736,7 @@ def test_max_tasks_counts_tasks_after_merging(tmp_path: Path) -> None:
     found = problems(tmp_path, "max_tasks: 2\ntasks: [a, b]\ntask_files: [t.yaml]\n")
     assert found == [
         "max_tasks: 3 tasks are watched (after merging task files), more than the limit of 2"
+        " (line 1, column 1)"
     ]
 
 
@@ -937,11 +982,11 @@ def test_secret_never_in_config_repr(tmp_path: Path, text: str) -> None:
 
 
 def test_redact() -> None:
-    assert redact(f"sig={SECRET}; again {SECRET}", SECRET) == "sig=<secret>; again <secret>"
-    assert redact("nothing here", SECRET) == "nothing here"
-    assert redact("keep", "") == "keep"
-    assert redact('{"k": "a\\"b"}', 'a"b') == '{"k": "<secret>"}'
-    assert redact("'a\\\\b'", "a\\b") == "'<secret>'"
+    assert Secrets([SECRET]).redact(f"sig={SECRET}; again {SECRET}") == "sig=<secret>; again <secret>"
+    assert Secrets([SECRET]).redact("nothing here") == "nothing here"
+    assert Secrets([""]).redact("keep") == "keep"
+    assert Secrets(['a"bcdefgh']).redact('{"k": "a\\"bcdefgh"}') == '{"k": "<secret>"}'
+    assert Secrets(["a\\bcdefgh"]).redact("'a\\\\bcdefgh'") == "'<secret>'"
 
 
 def test_config_error_keeps_problems() -> None:
