@@ -23,6 +23,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 }
 LEVELS = ("debug", "info", "warn", "error")
 
+
 def register_secret(secret: str) -> None:
     """Never let this string reach a log line (kept in the one registry, exporter.redaction)."""
     redaction.register_secret(secret)

@@ -305,7 +305,8 @@ BAD = [
     ),
     pytest.param(
         "tasks: [a, b, a]\n",
-        'tasks[2]: duplicate trans_no "a" (first at tasks[0], line 1, column 9) (line 1, column 15)',
+        'tasks[2]: duplicate trans_no "a" (first at tasks[0], line 1, column 9)'
+        " (line 1, column 15)",
         id="dup",
     ),
     pytest.param(
@@ -982,7 +983,8 @@ def test_secret_never_in_config_repr(tmp_path: Path, text: str) -> None:
 
 
 def test_redact() -> None:
-    assert Secrets([SECRET]).redact(f"sig={SECRET}; again {SECRET}") == "sig=<secret>; again <secret>"
+    secrets = Secrets([SECRET])
+    assert secrets.redact(f"sig={SECRET}; again {SECRET}") == "sig=<secret>; again <secret>"
     assert Secrets([SECRET]).redact("nothing here") == "nothing here"
     assert Secrets([""]).redact("keep") == "keep"
     assert Secrets(['a"bcdefgh']).redact('{"k": "a\\"bcdefgh"}') == '{"k": "<secret>"}'
