@@ -416,8 +416,11 @@ def check_config(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from exporter import capacity
 
+    # Warnings do not make the file invalid (exit 0): the configuration's own (task-file
+    # patterns that match nothing, tasks listed in two files), then what it costs in budget.
     lines, costs = capacity.report(len(config.tasks), config.api.rate_limit, config.refresh)
-    for warning in (*config.warnings, *costs):
+    nothing = [] if config.tasks else ["no task is watched: tasks and task_files list none"]
+    for warning in (*config.warnings, *nothing, *costs):
         print(f"warning: {warning}", file=sys.stderr)
     print(
         f"{args.config_file}: valid; {len(config.tasks)} watched tasks, endpoint "

@@ -75,20 +75,26 @@ _KINDS = (
 
 
 def read_regular_file(
-    path: str | os.PathLike[str], *, max_bytes: int, timeout: float = READ_TIMEOUT
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int,
+    timeout: float = READ_TIMEOUT,
+    read_file: Callable[[str, int], bytes] | None = None,
 ) -> bytes:
     """The bytes of a regular file of at most max_bytes, read within timeout seconds.
 
     Symlinks are followed. The file is opened with O_NONBLOCK, so a FIFO without a writer cannot
     block the open, and checked with fstat before any read. The read runs in a helper thread: a
     file system that never answers costs that thread, not the caller (nor a reload's lock).
+    `read_file(path, max_bytes)` replaces the open-check-read step (tests pass a stuck one).
     """
+    reader_function = read_file or _read_regular
     result: list[bytes] = []
     failure: list[BaseException] = []
 
     def read() -> None:
         try:
-            result.append(_read_regular(os.fspath(path), max_bytes))
+            result.append(reader_function(os.fspath(path), max_bytes))
         except BaseException as exc:  # handed to the waiting caller
             failure.append(exc)
 
@@ -545,32 +551,38 @@ def load_yaml(
         raw = read_regular_file(path, max_bytes=max_bytes, timeout=timeout)
     except FileReadError as exc:
         raise YamlError([f"{name}: cannot read: {exc}"]) from None
-    loader = _Loader(raw)
-    builder = _Builder(loader, secret_keys)
+    builder: _Builder | None = None
     try:
+        loader = _Loader(raw)  # reads the first chunk: may raise a ReaderError
+        builder = _Builder(loader, secret_keys)
         try:
             root = loader.get_single_node()
             data = None if root is None else builder.value(root, "")
         finally:
             loader.dispose()
     except _Fatal as exc:
+        assert builder is not None
         _register(builder.secrets)
         path = exc.path if len(exc.path) <= 80 else exc.path[:80] + "..."
         where = f"{path}: " if path else ""
         message = f"{name}:{exc.mark.line + 1}:{exc.mark.column + 1}: invalid YAML: {where}"
         raise YamlError([redaction.redact(message + exc.message)]) from None
     except yaml.MarkedYAMLError as exc:
-        _register(builder.secrets + _inline_secrets(raw, secret_keys))
+        _register((builder.secrets if builder else []) + _inline_secrets(raw, secret_keys))
         raise YamlError([redaction.redact(_syntax_problem(name, exc))]) from None
     except yaml.reader.ReaderError as exc:
         line = raw[: exc.position].count(b"\n") + 1
-        raise YamlError([f"{name}:{line}: invalid YAML: {str(exc).splitlines()[0]}"]) from None
+        what = f"not {exc.encoding} text" if exc.encoding else str(exc).splitlines()[0]
+        if exc.encoding:
+            what += f" ({exc.reason})"
+        raise YamlError([f"{name}:{line}: invalid YAML: {what}"]) from None
     except yaml.YAMLError as exc:
         _register(_inline_secrets(raw, secret_keys))
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise YamlError([redaction.redact(f"{name}: invalid YAML: {first_line}")]) from None
     except RecursionError:
         raise YamlError([f"{name}: invalid YAML: nested too deeply"]) from None
+    assert builder is not None
     _register(builder.secrets)
     problems = tuple((p, redaction.redact(m), at) for p, m, at in builder.problems)
     return Document(data, builder.positions, problems)
