@@ -511,6 +511,8 @@ class _Builder:
         explicit = written != node.tag
         if node.tag == _TAG + "null" and not explicit:
             return None  # a key left empty means "use the default"
+        if not node.tag.startswith(_TAG):
+            return Unconverted("a value with a custom tag")  # its name is the user's text
         kind = None if explicit else _KIND_OF_TAG.get(node.tag)
         return Unconverted(kind or f"a value tagged {_short_tag(node.tag)}")
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import os
 import textwrap
 import zoneinfo
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -898,6 +900,8 @@ def test_endpoint_is_normalised(tmp_path: Path, text: str, endpoint: str) -> Non
 
 SECRET = "Zq9uX-SECRET-wv7Rk2"
 
+TAGS = ["!!int", "!!float", "!!bool", "!!binary", "!!timestamp", "!!null", "!!seq", "!vault"]
+
 LEAKY_CONFIGS = [
     # the secret is set, and something else is wrong
     f"api: {{access_key_secret: {SECRET}, timeout: soon}}\n",
@@ -928,6 +932,17 @@ LEAKY_CONFIGS = [
     f"api:\n  access_key_secret: [{SECRET}\n",
     f"api:\n  access_key_secret: {SECRET}\n  access_key_secret: {SECRET}\n",
     f"api: {{access_key_secret: {SECRET}}}\n\t{SECRET}\n",
+    # the secret under any YAML tag or type: never converted, never echoed
+    *(f"api:\n  access_key_secret: {tag} {SECRET}\n" for tag in TAGS),
+    *(f"api:\n  access_key_secret: {tag} {SECRET}\ntasks: ['{SECRET}!']\n" for tag in TAGS),
+    f"api:\n  access_key_secret: !{SECRET} x\n",
+    f"api:\n  access_key_secret: *{SECRET}\n",
+    f"api:\n  access_key_secret: &{SECRET} x\n  timeout: *{SECRET}\n",
+    f"api:\n  access_key_secret: {SECRET}\n  timeout: !!int {SECRET}\n",
+    f"api:\n  access_key_secret: !!int {SECRET}\n  access_key_secret: !!float {SECRET}\n",
+    f"api: {{access_key_secret: !!str {SECRET}}}\nstorage: {{redis: {{url: 'redis://:{SECRET}@h:99999'}}}}\n",
+    f"storage: {{redis: {{url: 'redis://:{SECRET}@h/x'}}}}\n",
+    f"storage: {{redis: {{url: 'redis://:{SECRET}@h/0', password: {SECRET}}}}}\n",
 ]
 
 
@@ -1002,3 +1017,185 @@ def test_trans_no_re() -> None:
     assert not TRANS_NO_RE.match("a" * 33)
     assert not TRANS_NO_RE.match("abc\n")
     assert TRANS_NO_RE.fullmatch("A_b-9")
+
+
+# --- secrets too weak to be real --------------------------------------------------------------
+
+WEAK = "is shorter than 8 characters, so it cannot be a real secret (a placeholder?)"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        pytest.param(
+            "api: {access_key_secret: x}\n",
+            ENV,
+            f"api.access_key_secret: {WEAK} (line 1, column 7)",
+            id="inline-one-letter",
+        ),
+        pytest.param(
+            "api: {access_key_secret: '1234567'}\n",
+            ENV,
+            f"api.access_key_secret: {WEAK} (line 1, column 7)",
+            id="inline-seven",
+        ),
+        pytest.param(
+            "tasks: [a]\n",
+            {**ENV, "CLOUDVOD_ACCESS_KEY_SECRET": "t"},
+            f"api.access_key_secret: the secret in CLOUDVOD_ACCESS_KEY_SECRET {WEAK}",
+            id="env",
+        ),
+        pytest.param(
+            "api: {access_key_secret: processing}\n",
+            ENV,
+            "api.access_key_secret: is a word of the configuration itself, not a real secret"
+            " (a placeholder?) (line 1, column 7)",
+            id="vocabulary",
+        ),
+        pytest.param(
+            "storage: {redis: {url: 'redis://:pw@redis:6379/0'}}\n",
+            ENV,
+            f"storage.redis.url: the password in the URL {WEAK} (line 1, column 19)",
+            id="redis-url",
+        ),
+    ],
+)
+def test_a_secret_too_short_to_be_real_is_refused(
+    tmp_path: Path, text: str, env: dict[str, str], expected: str
+) -> None:
+    assert problems(tmp_path, text, env) == [expected]
+
+
+def test_a_one_letter_secret_does_not_mangle_other_messages(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path,
+        "api: {timeout: soon}\ntasks: [t t]\n",
+        {**ENV, "CLOUDVOD_ACCESS_KEY_SECRET": "t"},
+    )
+    assert found == [
+        f"api.access_key_secret: the secret in CLOUDVOD_ACCESS_KEY_SECRET {WEAK}"
+        " (line 1, column 1)",
+        'api.timeout: invalid duration "soon" (use Prometheus syntax such as 30s, 5m, 1h30m)'
+        " (line 1, column 7)",
+        'tasks[0]: invalid trans_no "t t" (use 1 to 32 letters, digits, _ or -) (line 2, column 9)',
+    ]
+
+
+def test_the_minimum_is_exactly_eight_characters(tmp_path: Path) -> None:
+    config = load(tmp_path, "api: {access_key_secret: '12345678'}\n")
+    assert config.api.access_key_secret == "12345678"
+
+
+# --- files that are not regular files ---------------------------------------------------------
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _link(path: Path, target: str) -> Path:
+    path.symlink_to(target)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        pytest.param(_fifo, "is a FIFO (named pipe), not a regular file", id="fifo"),
+        pytest.param(
+            lambda p: _link(p, "/dev/zero"), "is a character device, not a regular file", id="zero"
+        ),
+        pytest.param(lambda p: p.mkdir() or p, "is a directory", id="folder"),
+    ],
+)
+def test_a_config_file_that_is_not_a_regular_file_is_one_line(
+    tmp_path: Path, make: Any, reason: str
+) -> None:
+    path = make(tmp_path / "config.yaml")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=ENV)
+    assert caught.value.problems == [f"{path}: cannot read: {reason}"]
+
+
+def test_a_config_file_larger_than_16_mib_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    with path.open("wb") as file:
+        file.truncate(16 * 1024 * 1024 + 1)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=ENV)
+    assert caught.value.problems == [f"{path}: cannot read: is larger than 16777216 bytes"]
+
+
+def test_task_files_and_secret_files_that_are_not_regular_files(tmp_path: Path) -> None:
+    fifo = _fifo(tmp_path / "fifo.yaml")
+    zero = _link(tmp_path / "zero.yaml", "/dev/zero")
+    secret = _fifo(tmp_path / "ak")
+    _fifo(tmp_path / "tasks.d-fifo.yaml")  # matched by the glob below: skipped, not read
+    found = problems(
+        tmp_path,
+        "api: {access_key_secret_file: ak}\ntask_files: [fifo.yaml, zero.yaml, 'tasks.d-*.yaml']\n",
+    )
+    assert found == [
+        f"api.access_key_secret_file: cannot read {secret}: is a FIFO (named pipe), not a"
+        " regular file (line 1, column 7)",
+        f"task_files[0]: is not a regular file: {fifo} (line 2, column 14)",
+        f"task_files[1]: is not a regular file: {zero} (line 2, column 25)",
+    ]
+
+
+def test_a_task_file_replaced_by_a_fifo_after_globbing_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = write(tmp_path / "t.yaml", "[a]\n")
+    config = load(tmp_path, "task_files: [t.yaml]\n")
+    assert config.tasks == (Task("a"),)
+    # The glob saw a regular file; by the time it is read it is a FIFO (a race with a writer).
+    monkeypatch.setattr("exporter.config._expand", lambda pattern: [real])
+    real.unlink()
+    os.mkfifo(real)
+    found = problems(tmp_path, "task_files: [t.yaml]\n")
+    assert found == [f"{real}: cannot read: is a FIFO (named pipe), not a regular file"]
+
+
+# --- every problem says where it is -----------------------------------------------------------
+
+
+def test_every_path_named_problem_carries_its_line_and_column(tmp_path: Path) -> None:
+    write(tmp_path / "t.yaml", "- ok\n- trans_no: 'bad one'\n")
+    found = problems(
+        tmp_path,
+        """\
+        api:
+          endpoint: ftp://example.com
+          rate_limit:
+            requests: 0
+            perod: 5m
+        refresh:
+          failed: 6 hours
+        tasks:
+          - good
+          - "bad one"
+          - trans_no: x
+            labels: {instance: a}
+        task_files: [t.yaml]
+        max_tasks: 0
+        """,
+    )
+    ends = [line[line.rindex(" (line") :] for line in found]
+    assert sorted(
+        line.split(":")[0] + end for line, end in zip(found, ends, strict=True)
+    ) == sorted(
+        path + end
+        for path, end in [
+            ("api.rate_limit.perod", " (line 5, column 5)"),
+            ("api.endpoint", " (line 2, column 3)"),
+            ("api.rate_limit.requests", " (line 4, column 5)"),
+            ("refresh.failed", " (line 7, column 3)"),
+            ("tasks[1]", " (line 10, column 5)"),
+            ("tasks[2].labels.instance", " (line 12, column 14)"),
+            (str(tmp_path / "t.yaml"), " (line 2, column 3)"),
+            ("max_tasks", " (line 14, column 1)"),
+        ]
+    )
+    assert any("perod: unknown key (did you mean period?)" in line for line in found)
