@@ -2,19 +2,23 @@
 
 A reload validates the new configuration first and swaps it in whole; on any problem the last
 good configuration stays in force, `/-/reload` answers 500 naming the problems, and
-`cloudvod_concat_config_last_reload_successful` is 0 until a reload succeeds again.
+`cloudvod_concat_config_last_reload_successful` is 0 until a reload succeeds again. A config
+path replaced by a FIFO, a device or a folder fails at once, by POST and by SIGHUP alike.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from prometheus_client import generate_latest
 
 from exporter.config import load_config
@@ -24,6 +28,7 @@ from exporter.simulator import SimulatorServer
 from exporter.watcher import TaskFileWatcher
 from tests.conftest import ACCESS_KEY_ID, SECRET, require_tool
 from tests.helpers import App, Series, parse_exposition, sim_task, value, wsgi_call
+from tests.processes import Process, exporter_command, free_port, http_ok, wait_until
 
 Start = Callable[..., SimulatorServer]
 
@@ -278,3 +283,83 @@ def test_a_task_file_change_during_a_reload_is_not_lost(
         assert [t.trans_no for t in exporter.config.tasks] == ["a", "b", "c"]
     finally:
         exporter.close()
+
+
+# --- a configuration path that is not a regular file ---------------------------------------------
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _dev_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def _folder(path: Path) -> None:
+    path.mkdir()
+
+
+@pytest.mark.parametrize(
+    ("replace", "reason"),
+    [
+        pytest.param(_fifo, "is a FIFO (named pipe), not a regular file", id="fifo"),
+        pytest.param(_dev_zero, "is a character device, not a regular file", id="dev-zero"),
+        pytest.param(_folder, "is a directory", id="folder"),
+    ],
+)
+def test_a_reload_of_a_path_that_is_not_a_file_returns_at_once_and_keeps_the_old_config(
+    setup: tuple[SimulatorServer, Path, Exporter], replace: Callable[[Path], None], reason: str
+) -> None:
+    _, path, exporter = setup
+    app = make_app(exporter)
+    assert value(scrape(app), WATCHED) == 2
+    path.unlink()
+    replace(path)
+    for _ in range(2):  # the second reload shows the lock was released
+        started = time.monotonic()
+        status, _, body = wsgi_call(app, "/-/reload", method="POST")
+        assert time.monotonic() - started < 3.0
+        assert (status, body.decode()) == (500, f"{path}: cannot read: {reason}\n")
+    broken = scrape(app)
+    assert value(broken, RELOAD_OK) == 0
+    assert value(broken, WATCHED) == 2
+    assert trans_nos(broken) == {"ok-1", "ok-2"}
+
+
+def test_sighup_with_a_fifo_config_neither_hangs_nor_holds_the_reload_lock(
+    start_simulator: Start, tmp_path: Path
+) -> None:
+    sim = start_simulator([sim_task("ok-1")])
+    path = tmp_path / "config.yaml"
+    write(path, config_text(sim.url, "- ok-1\n"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    argv = [f"--config.file={path}", f"--web.listen-address=127.0.0.1:{port}"]
+    with Process(exporter_command(*argv), tmp_path / "exporter.log") as proc:
+        wait_until(lambda: http_ok(base + "/-/ready"), what="exporter ready")
+        path.unlink()
+        os.mkfifo(path)
+        os.kill(proc.proc.pid, signal.SIGHUP)
+        wait_until(
+            lambda: "configuration reload failed" in proc.output(), what="the failed SIGHUP reload"
+        )
+        assert "is a FIFO (named pipe), not a regular file" in proc.output()
+        started = time.monotonic()
+        response = requests.post(base + "/-/reload", timeout=10)
+        assert time.monotonic() - started < 3.0
+        assert response.status_code == 500
+        assert response.text == f"{path}: cannot read: is a FIFO (named pipe), not a regular file\n"
+        assert http_ok(base + "/-/healthy")
+        assert (
+            "cloudvod_concat_watched_tasks 1.0" in requests.get(base + "/metrics", timeout=10).text
+        )
+
+        path.unlink()
+        write(path, config_text(sim.url, "- ok-1\n- ok-2\n"))
+        assert requests.post(base + "/-/reload", timeout=10).status_code == 200
+        assert (
+            "cloudvod_concat_watched_tasks 2.0" in requests.get(base + "/metrics", timeout=10).text
+        )
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.proc.wait(10) == 0

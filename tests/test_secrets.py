@@ -41,9 +41,10 @@ FORMS = {
 
 
 def assert_clean(text: str, where: str) -> None:
-    """No spelling of the secret in text."""
+    """No spelling of the secret in text (nor its lower-cased form, as float() printed it)."""
     for name, form in FORMS.items():
         assert form not in text, f"the secret ({name}) appears in {where}:\n{text}"
+    assert CANARY.lower() not in text.lower(), f"the secret appears in {where}:\n{text}"
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +90,13 @@ BROKEN_DUPLICATE_KEY = textwrap.dedent(
 BROKEN_SYNTAX = f'api:\n  access_key_secret: "{CANARY}\n  timeout: [\ntasks: [ok-1\n'
 # The secret pasted where the path of the secret file belongs.
 BROKEN_SECRET_AS_PATH = f"api:\n  access_key_id: {KEY_ID}\n  access_key_secret_file: {CANARY}\n"
+# The secret under a YAML tag: PyYAML's int() and float() quoted it (float lower-cased).
+BROKEN_TAG_INT = f"api:\n  access_key_id: {KEY_ID}\n  access_key_secret: !!int {CANARY}\n"
+BROKEN_TAG_FLOAT = f"api:\n  access_key_id: {KEY_ID}\n  access_key_secret: !!float {CANARY}\n"
 BROKEN_FILES = {
     "validation": BROKEN_VALIDATION,
+    "tag-int": BROKEN_TAG_INT,
+    "tag-float": BROKEN_TAG_FLOAT,
     "duplicate-key": BROKEN_DUPLICATE_KEY,
     "syntax": BROKEN_SYNTAX,
     "secret-as-path": BROKEN_SECRET_AS_PATH,
@@ -195,6 +201,9 @@ def test_serving_never_shows_the_secret(
         ("syntax", False),
         ("secret-as-path", True),
         ("duplicate-key", False),
+        ("tag-int", False),
+        ("tag-float", False),
+        ("tag-int", True),
     ],
 )
 def test_check_config_of_a_broken_file(tmp_path: Path, name: str, secret_in_env: bool) -> None:
@@ -206,6 +215,11 @@ def test_check_config_of_a_broken_file(tmp_path: Path, name: str, secret_in_env:
     assert code == 2
     assert "invalid configuration" in output
     assert_clean(output, "check-config")
+    if name.startswith("tag-"):
+        tag = name.removeprefix("tag-")
+        assert f"api.access_key_secret: must be a string (quote it), got a value tagged !!{tag}" in (
+            output
+        )
     # Serving the same file fails the same way, without a traceback.
     code, out, err = run([f"--config.file={config}", "--log.level=debug"], env)
     output = out + err
