@@ -65,6 +65,15 @@ def test_example_config_parses() -> None:
     assert all(TRANS_NO_RE.fullmatch(task.trans_no) for task in config.tasks)
 
 
+def test_the_example_file_shows_the_defaults() -> None:
+    # Defaults are declared once, in the dataclasses; the example writes them out for the reader.
+    config = load_config(EXAMPLE, environ=ENV)
+    assert config.api == ApiConfig(access_key_id="AKENV", access_key_secret="env-secret")
+    assert config.refresh == RefreshConfig()
+    assert config.scrape == ScrapeConfig()
+    assert config.max_tasks == Config.max_tasks
+
+
 def test_product_example_parses(tmp_path: Path) -> None:
     write(tmp_path / "secret", "s3cr3t-in-a-file\n")
     config = load(
