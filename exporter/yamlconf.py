@@ -492,7 +492,7 @@ class _Builder:
                 self.problems.append((where, f"duplicate key (first at {first[key]})", here))
                 continue
             first[key] = here
-            self.positions[where] = here
+            self.positions.setdefault(where, here)
             result[key] = self.secret(value_node) if is_secret else self.value(value_node, where)
         for merge in merges:  # explicit keys win; the first merged mapping wins over later ones
             sources = merge.value if isinstance(merge, SequenceNode) else [merge]
