@@ -399,9 +399,12 @@ def _redis_url(value: object) -> str:
         raise ValueError("must be a redis:// or rediss:// URL")
     try:
         url = urlsplit(value)
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    try:
         url.port  # noqa: B018 -- urlsplit checks the port only when it is read
     except ValueError:
-        raise ValueError("is not a valid URL (bad port or brackets)") from None
+        raise ValueError("has an invalid port") from None
     if url.scheme not in ("redis", "rediss") or not url.hostname:
         raise ValueError("must be a redis:// or rediss:// URL with a host")
     db = url.path.lstrip("/")
