@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import textwrap
 import zoneinfo
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1208,3 +1210,52 @@ def test_every_path_named_problem_carries_its_line_and_column(tmp_path: Path) ->
         ]
     )
     assert any("perod: unknown key (did you mean period?)" in line for line in found)
+
+
+# --- check-config: warnings do not make a file invalid ----------------------------------------
+
+
+@pytest.fixture
+def cli_main(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[list[str]], int]]:
+    """exporter.cli.main with the test credentials; the root logger restored afterwards."""
+    from exporter.cli import main
+
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield main
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_check_config_warns_about_patterns_that_match_nothing_and_exits_0(
+    tmp_path: Path, cli_main: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path / "config.yaml", "task_files: [/etc/cloudvod/nothing-here/*.yaml]\n")
+    assert cli_main(["check-config", f"--config.file={path}"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{path}: valid; 0 watched tasks")
+    assert err.splitlines()[:2] == [
+        'warning: task_files[0]: no file matches "/etc/cloudvod/nothing-here/*.yaml", so it adds'
+        " no task (line 1, column 14)",
+        "warning: no task is watched: tasks and task_files list none",
+    ]
+
+
+def test_check_config_warns_about_a_task_listed_twice_and_exits_0(
+    tmp_path: Path, cli_main: Callable[[list[str]], int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    team = write(tmp_path / "tasks.d" / "team.yaml", "- a\n- b\n")
+    path = write(tmp_path / "config.yaml", "tasks: [a]\ntask_files: ['tasks.d/*.yaml']\n")
+    assert cli_main(["check-config", f"--config.file={path}"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{path}: valid; 2 watched tasks")
+    assert (
+        f'warning: {team}: tasks[0]: trans_no "a" is already listed at {path}: tasks[0]'
+        " (line 1, column 9); keeping the first (line 1, column 3)"
+    ) in err.splitlines()
+    # A duplicate inside one file is an error, not a warning.
+    write(tmp_path / "config.yaml", "tasks: [a, a]\n")
+    assert cli_main(["check-config", f"--config.file={path}"]) == 2
+    assert 'tasks[1]: duplicate trans_no "a"' in capsys.readouterr().err
