@@ -61,6 +61,16 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 import bcrypt
 import yaml
 
+from exporter.yamlconf import (
+    FileReadError,
+    Report,
+    YamlError,
+    compose_yaml,
+    node_positions,
+    read_regular_file,
+    unknown_key,
+)
+
 __all__ = [
     "CLIENT_AUTH_TYPES",
     "CURVES",
@@ -545,21 +555,25 @@ class WebConfig:
         return None if self.tls is None else self.tls.ssl_context()
 
 
+# A web config is a few lines; a PEM file a certificate chain or a CA bundle (0.2 MiB for the
+# system's).
+_MAX_WEB_CONFIG_BYTES = 1024 * 1024
+_MAX_PEM_BYTES = 4 * 1024 * 1024
+
+
 def load_web_config(path: str | os.PathLike[str] | None) -> WebConfig:
-    """Read and validate a web configuration file; None means plain HTTP without auth."""
+    """Read and validate a web configuration file; None means plain HTTP without auth.
+
+    Read by the configuration's shared loader (exporter.yamlconf): a regular file of bounded
+    size, read within a timeout, syntax errors at the line of the mistake, nesting bounded.
+    """
     if path is None:
         return WebConfig()
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise WebConfigError([f"{file}: cannot read web config file: {_reason(exc)}"]) from None
-    except UnicodeDecodeError:
-        raise WebConfigError([f"{file}: not a UTF-8 text file"]) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise WebConfigError([f"{file}: invalid YAML: {_yaml_problem(exc)}"]) from None
+        node = compose_yaml(file, max_bytes=_MAX_WEB_CONFIG_BYTES)
+    except YamlError as exc:
+        raise WebConfigError(exc.problems) from None
     return parse_web_config(node, base=file.absolute().parent, name=str(file))
 
 
@@ -581,7 +595,7 @@ def parse_web_config(node: yaml.Node | None, *, base: Path, name: str = "web con
     rate_limit = _parse_rate_limit(top.get("rate_limit"), problems)
     users = _parse_users(top.get("basic_auth_users"), problems)
     if problems:
-        raise WebConfigError(problems)
+        raise WebConfigError(_located(problems, node))
     return WebConfig(tls=tls, basic_auth_users=users, headers=headers, rate_limit=rate_limit)
 
 
@@ -716,9 +730,9 @@ def _prove_tls(tls: TLSConfig, section: str, problems: list[str]) -> None:
     for name, path, inline, marker, kind in pems:
         where = f"{section}.{name}_file: {path}" if path else f"{section}.{name}"
         try:
-            data = path.read_bytes() if path else (inline or "").encode("utf-8")
-        except OSError as exc:
-            problems.append(f"{where}: cannot read: {_reason(exc)}")
+            data = _read_pem(path) if path else (inline or "").encode("utf-8")
+        except FileReadError as exc:
+            problems.append(f"{where}: cannot read: {exc}")
             return
         if marker not in data:
             problems.append(f"{where}: no PEM {kind} found")
@@ -869,16 +883,38 @@ def _mapping(
         return None
     yaml.SafeLoader("").flatten_mapping(node)  # resolve `<<` merge keys as yaml.v2 does
     out: dict[str, yaml.Node] = {}
+    first: dict[str, yaml.Mark] = {}
     for key_node, value in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
             problems.append(f"{path or '(top level)'}: keys must be plain values")
             continue
         key = "" if key_node.tag == _NULL_TAG else str(key_node.value)
-        if key in out:
-            problems.append(f"{_join(path, key)}: key already set earlier in this mapping")
+        if key in out:  # as in the exporter's configuration file
+            at, again = first[key], key_node.start_mark
+            problems.append(
+                f"{_join(path, key)}: duplicate key (first at line {at.line + 1}, column "
+                f"{at.column + 1}) (line {again.line + 1}, column {again.column + 1})"
+            )
             continue
         out[key] = value
+        first[key] = key_node.start_mark
     return out
+
+
+_POSITIONED = re.compile(r"\(line \d+, column \d+\)\Z")
+
+
+def _located(problems: list[str], node: yaml.Node | None) -> list[str]:
+    """The problems in the configuration's one style: each `path: message` gets the line and
+    column of its path (or of the nearest enclosing one), as exporter.yamlconf.Report adds."""
+    report = Report(positions=node_positions(node))
+    for problem in problems:
+        path, sep, message = problem.partition(": ")
+        if sep and not _POSITIONED.search(problem):
+            report.add(path, message)
+        else:
+            report.problems.append(problem)
+    return report.problems
 
 
 def _join(section: str, key: str) -> str:
@@ -890,9 +926,7 @@ def _check_keys(
 ) -> None:
     for key in fields:
         if key not in known:
-            problems.append(
-                f"{_join(section, key)}: unknown key (expected one of {', '.join(known)})"
-            )
+            problems.append(f"{_join(section, key)}: {unknown_key(key, known)}")
 
 
 def _string(
@@ -1050,12 +1084,15 @@ def _existing(value: str | None, path: str, base: Path, problems: list[str]) -> 
         return None
     file = base / value  # an absolute value replaces base
     try:
-        with file.open("rb"):
-            pass
-    except OSError as exc:
-        problems.append(f"{path}: cannot read {file}: {_reason(exc)}")
+        _read_pem(file)  # a regular file: a FIFO here would block the TLS start-up forever
+    except FileReadError as exc:
+        problems.append(f"{path}: cannot read {file}: {exc}")
         return None
     return file
+
+
+def _read_pem(path: Path) -> bytes:
+    return read_regular_file(path, max_bytes=_MAX_PEM_BYTES)
 
 
 def _no_passphrase() -> bytes:
@@ -1068,14 +1105,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    if mark is not None:
-        return f"line {mark.line + 1} column {mark.column + 1}: {problem}"
-    return str(problem)
 
 
 def _san_values(peercert: Mapping[str, Any]) -> Iterable[str]:

@@ -11,7 +11,9 @@ message style: every problem is one line starting with its YAML path (`api.timeo
   YAML path is, and never converts the value of a secret key with a tag constructor: a string
   stays a string, anything else becomes an `Unconverted` that says what it is without its text.
   The texts under secret keys go to the secret registry before any message is made.
-- `Report` collects problems; its `section`, `field` and `fields` walk the data.
+- `compose_yaml` is the same reading and composing, for readers that need each scalar as
+  written with its tag (the web configuration reads it as Go's yaml.v2 does).
+- `Report` collects problems; its `section` and `fields` walk the data.
 
 Not pydantic: its messages (`Input should be a valid string [input_value=…]`) echo values, secrets
 included, name paths as `tasks.1`, have no "did you mean", and see numbers only after YAML
@@ -29,7 +31,7 @@ import stat
 import threading
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -43,16 +45,20 @@ __all__ = [
     "READ_TIMEOUT",
     "Document",
     "FileReadError",
+    "Position",
     "Report",
     "SourceFloat",
     "SourceInt",
     "Unconverted",
     "YamlError",
+    "compose_yaml",
     "join_path",
     "load_yaml",
+    "node_positions",
     "read_regular_file",
     "scalar_text",
     "show",
+    "unknown_key",
 ]
 
 # 16 MiB holds some 150,000 tasks with labels; a larger file is a mistake (or /dev/zero).
@@ -61,7 +67,6 @@ READ_TIMEOUT = 5.0  # seconds; a local file reads in microseconds, a hung NFS mo
 MAX_DEPTH = 64  # a configuration nests 5 levels deep
 MAX_VALUES = 500_000  # values after alias expansion: a "billion laughs" file stops here (in 1s)
 
-_T = TypeVar("_T")
 
 # --- reading files ---------------------------------------------------------------------------
 
@@ -282,29 +287,10 @@ class Report:
             if notes and isinstance(key, str) and key in notes:
                 self.add(join_path(path, key), notes[key])
             elif not isinstance(key, str) or key not in keys:
-                close = difflib.get_close_matches(str(key), list(keys), n=1)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                self.add(join_path(path, key), f"unknown key{hint}")
+                self.add(join_path(path, key), unknown_key(key, keys))
             elif item is not None:  # a key left empty means "use the default"
                 entries[key] = item
         return entries
-
-    def field(
-        self,
-        section: Mapping[str, object],
-        path: str,
-        default: _T,
-        convert: Callable[[object], _T],
-    ) -> _T:
-        """The entry at path (its last part is the key) converted, or default if absent/invalid."""
-        key = path.rpartition(".")[2]
-        if key not in section:
-            return default
-        try:
-            return convert(section[key])
-        except ValueError as exc:
-            self.add(path, str(exc))
-            return default
 
     def fields(
         self,
@@ -541,41 +527,31 @@ def _short_tag(tag: str) -> str:
     return "!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag
 
 
-def load_yaml(
+def compose_yaml(
     path: str | os.PathLike[str],
     *,
     secret_keys: Collection[str] = (),
     max_bytes: int = MAX_YAML_BYTES,
     timeout: float = READ_TIMEOUT,
-) -> Document:
-    """Read and load one YAML file; any file or syntax problem raises a one-line YamlError.
+) -> Node | None:
+    """Read one YAML file into its node graph (None if empty); problems raise a YamlError.
 
-    The values of `secret_keys` (wherever they appear) are registered as secrets before any
-    message is made, and every message of the file is redacted.
+    For readers that need scalars exactly as written, tags and styles included (the web
+    configuration reads them as Go's yaml.v2 does); `load_yaml` builds plain data from it.
     """
     name = os.fspath(path)
     try:
         raw = read_regular_file(path, max_bytes=max_bytes, timeout=timeout)
     except FileReadError as exc:
         raise YamlError([f"{name}: cannot read: {exc}"]) from None
-    builder: _Builder | None = None
     try:
         loader = _Loader(raw)  # reads the first chunk: may raise a ReaderError
-        builder = _Builder(loader, secret_keys)
         try:
-            root = loader.get_single_node()
-            data = None if root is None else builder.value(root, "")
+            return loader.get_single_node()
         finally:
             loader.dispose()
-    except _Fatal as exc:
-        assert builder is not None
-        _register(builder.secrets)
-        path = exc.path if len(exc.path) <= 80 else exc.path[:80] + "..."
-        where = f"{path}: " if path else ""
-        message = f"{name}:{exc.mark.line + 1}:{exc.mark.column + 1}: invalid YAML: {where}"
-        raise YamlError([redaction.redact(message + exc.message)]) from None
     except yaml.MarkedYAMLError as exc:
-        _register((builder.secrets if builder else []) + _inline_secrets(raw, secret_keys))
+        _register(_inline_secrets(raw, secret_keys))
         raise YamlError([redaction.redact(_syntax_problem(name, exc))]) from None
     except yaml.reader.ReaderError as exc:
         line = raw[: exc.position].count(b"\n") + 1
@@ -589,10 +565,61 @@ def load_yaml(
         raise YamlError([redaction.redact(f"{name}: invalid YAML: {first_line}")]) from None
     except RecursionError:
         raise YamlError([f"{name}: invalid YAML: nested too deeply"]) from None
-    assert builder is not None
+
+
+def load_yaml(
+    path: str | os.PathLike[str],
+    *,
+    secret_keys: Collection[str] = (),
+    max_bytes: int = MAX_YAML_BYTES,
+    timeout: float = READ_TIMEOUT,
+) -> Document:
+    """Read and load one YAML file; any file or syntax problem raises a one-line YamlError.
+
+    The values of `secret_keys` (wherever they appear) are registered as secrets before any
+    message is made, and every message of the file is redacted.
+    """
+    root = compose_yaml(path, secret_keys=secret_keys, max_bytes=max_bytes, timeout=timeout)
+    builder = _Builder(_Loader(b""), secret_keys)  # the loader serves as the constructor only
+    try:
+        data = None if root is None else builder.value(root, "")
+    except _Fatal as exc:
+        _register(builder.secrets)
+        where = exc.path if len(exc.path) <= 80 else exc.path[:80] + "..."
+        start = f"{os.fspath(path)}:{exc.mark.line + 1}:{exc.mark.column + 1}: invalid YAML: "
+        message = start + (f"{where}: " if where else "") + exc.message
+        raise YamlError([redaction.redact(message)]) from None
     _register(builder.secrets)
     problems = tuple((p, redaction.redact(m), at) for p, m, at in builder.problems)
     return Document(data, builder.positions, problems)
+
+
+def node_positions(root: Node | None) -> dict[str, Position]:
+    """Where each YAML path of a node graph is, with mapping keys as written (`yes`, `0123`)."""
+    positions: dict[str, Position] = {}
+    todo: list[tuple[Node, str, int]] = [] if root is None else [(root, "", 0)]
+    while todo and len(positions) < MAX_VALUES:
+        node, path, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            continue
+        if isinstance(node, MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, ScalarNode) and key_node.tag != _TAG + "merge":
+                    where = join_path(path, str(key_node.value))
+                    positions.setdefault(where, _position(key_node.start_mark))
+                    todo.append((value_node, where, depth + 1))
+        elif isinstance(node, SequenceNode):
+            for index, child in enumerate(node.value):
+                where = f"{path}[{index}]"
+                positions.setdefault(where, _position(child.start_mark))
+                todo.append((child, where, depth + 1))
+    return positions
+
+
+def unknown_key(key: object, known: Collection[str]) -> str:
+    """The message for a key that is not one of known: "unknown key (did you mean X?)"."""
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return f"unknown key (did you mean {close[0]}?)" if close else "unknown key"
 
 
 def _register(secrets: list[str]) -> None:
@@ -609,7 +636,9 @@ def _syntax_problem(name: str, exc: yaml.MarkedYAMLError) -> str:
     """
     problem, context = exc.problem or "", exc.context or ""
     problem_mark, context_mark = exc.problem_mark, exc.context_mark
-    opened = context.startswith("while scanning a") or "flow" in context
+    opened = context.startswith("while scanning a") or context.startswith(
+        ("while parsing a flow sequence", "while parsing a flow mapping")
+    )
     if context_mark is not None and (opened or problem_mark is None):
         text = f"{context}: {problem}" if problem else context
         if problem_mark is not None and problem:

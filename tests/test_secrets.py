@@ -217,9 +217,8 @@ def test_check_config_of_a_broken_file(tmp_path: Path, name: str, secret_in_env:
     assert_clean(output, "check-config")
     if name.startswith("tag-"):
         tag = name.removeprefix("tag-")
-        assert f"api.access_key_secret: must be a string (quote it), got a value tagged !!{tag}" in (
-            output
-        )
+        wanted = f"api.access_key_secret: must be a string (quote it), got a value tagged !!{tag}"
+        assert wanted in output
     # Serving the same file fails the same way, without a traceback.
     code, out, err = run([f"--config.file={config}", "--log.level=debug"], env)
     output = out + err

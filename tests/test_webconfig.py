@@ -217,7 +217,7 @@ TLS = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
 BAD_FILES = [
     ("unknown-top-key", "foo: 1\n", "foo: unknown key"),
     ("not-a-mapping", "- a\n- b\n", "web.yml: must be a mapping"),
-    ("invalid-yaml", "tls_server_config: [\n", "web.yml: invalid YAML: line"),
+    ("invalid-yaml", "tls_server_config: [\n", "web.yml:2:1: invalid YAML: "),
     ("tls-not-mapping", "tls_server_config: yes\n", "tls_server_config: must be a mapping"),
     (
         "missing-cert",
@@ -436,7 +436,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(WebConfigError) as info:
         load_web_config(tmp_path / "absent.yml")
     assert info.value.problems == [
-        f"{tmp_path / 'absent.yml'}: cannot read web config file: No such file or directory"
+        f"{tmp_path / 'absent.yml'}: cannot read: No such file or directory"
     ]
 
 

@@ -6,10 +6,12 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from exporter import redaction, yamlconf
+from exporter.webconfig import WebConfigError, load_web_config
 from exporter.yamlconf import (
     FileReadError,
     Position,
@@ -342,3 +344,72 @@ def test_report_fields_pass_only_what_is_set_and_valid() -> None:
     values = report.fields({"a": 1, "b": -1}, "s", {"a": positive, "b": positive, "c": positive})
     assert values == {"a": 1}
     assert report.problems == ["s.b: must be positive"]
+
+
+# --- the web configuration is read by the same loader ----------------------------------------
+
+
+def _web_problems(path: Path) -> list[str]:
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(path)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        pytest.param(fifo, "is a FIFO (named pipe), not a regular file", id="fifo"),
+        pytest.param(
+            lambda tmp: _link(tmp, "/dev/zero"),
+            "is a character device, not a regular file",
+            id="dev-zero",
+        ),
+    ],
+)
+def test_a_web_config_that_is_not_a_regular_file_is_one_line(
+    tmp_path: Path, make: Any, reason: str
+) -> None:
+    path = make(tmp_path)
+    assert _web_problems(path) == [f"{path}: cannot read: {reason}"]
+
+
+def test_a_web_config_names_lines_duplicates_and_close_keys(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "tls_server_confg:\n  cert_file: x\n"
+        "http_server_config:\n  http2: true\n  http2: false\n"
+        "basic_auth_users:\n  alice: not-a-hash\n",
+        "web.yml",
+    )
+    problems = _web_problems(path)
+    assert "tls_server_confg: unknown key (did you mean tls_server_config?) (line 1, column 1)" in (
+        problems
+    )
+    assert (
+        "http_server_config.http2: duplicate key (first at line 4, column 3) (line 5, column 3)"
+        in problems
+    )
+    assert any(
+        p.startswith("basic_auth_users.alice: not a bcrypt hash")
+        and p.endswith("(line 7, column 3)")
+        for p in problems
+    ), problems
+
+
+def test_a_web_config_syntax_error_names_the_line_of_the_mistake(tmp_path: Path) -> None:
+    path = write(tmp_path, "basic_auth_users:\n  alice: 'unclosed\nhttp_server_config: {}\n")
+    [problem] = _web_problems(path)
+    assert problem.startswith(f"{path}:2:10: invalid YAML: while scanning a quoted scalar")
+
+
+def test_a_certificate_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "server.crt")
+    (tmp_path / "server.key").write_text("key\n")
+    path = write(tmp_path, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    started = time.monotonic()
+    problems = _web_problems(path)
+    assert time.monotonic() - started < 2.0
+    assert (
+        f"tls_server_config.cert_file: cannot read {tmp_path / 'server.crt'}: is a FIFO (named"
+        " pipe), not a regular file (line 2, column 3)" in problems
+    )
