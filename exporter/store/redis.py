@@ -51,7 +51,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from exporter import logs
+from exporter import redaction
 from exporter import state as task_state
 from exporter.config import RedisConfig
 from exporter.state import TaskState
@@ -285,7 +285,7 @@ class RedisStore:
         self._retry = retry
         self._skew = skew
         for secret in _secrets(config):
-            logs.register_secret(secret)
+            redaction.register_secret(secret)
         self._redis = _connect(config)
         p = config.key_prefix
         self._k_states, self._k_checked = f"{p}states", f"{p}checked"
