@@ -342,7 +342,7 @@ class TLSConfig:
         mode = CLIENT_AUTH_TYPES[self.client_auth_type]
         if mode != ssl.CERT_NONE:
             if self.client_ca_file is not None:
-                ctx.load_verify_locations(cafile=self.client_ca_file)
+                ctx.load_verify_locations(cadata=_read_pem(self.client_ca_file).decode("latin-1"))
             elif self.client_ca:
                 ctx.load_verify_locations(cadata=self.client_ca)
             else:
@@ -367,11 +367,10 @@ class TLSConfig:
     @staticmethod
     @contextlib.contextmanager
     def _pem_path(path: Path | None, pem: str | None) -> Iterator[str]:
-        """A file path for PEM data: the configured file, or inline PEM in an anonymous file."""
-        if path is not None:
-            yield str(path)
-            return
-        data = (pem or "").encode("utf-8")
+        """A file path for PEM data, always an anonymous in-memory copy: of the configured file
+        (read as a bounded regular file, so one swapped for a FIFO at run time cannot block a
+        certificate reload) or of the inline PEM."""
+        data = _read_pem(path) if path is not None else (pem or "").encode("utf-8")
         if hasattr(os, "memfd_create"):
             # Memory only: an inline key never touches a disk.
             fd = os.memfd_create("webconfig-pem", os.MFD_CLOEXEC)
@@ -460,7 +459,7 @@ class ServerContext(ssl.SSLContext):
             self._stamp = stamp  # a failed load is not retried until the files change again
             try:
                 self._contexts = self._tls.contexts()
-            except (ssl.SSLError, OSError, ValueError) as exc:
+            except (ssl.SSLError, OSError, ValueError, FileReadError) as exc:
                 _log.warning(
                     "TLS certificate files changed but do not load (%s); still serving the "
                     "previous certificate",
@@ -744,7 +743,7 @@ def _prove_tls(tls: TLSConfig, section: str, problems: list[str]) -> None:
             TLSConfig._pem_path(tls.key_file, tls.key) as key,
         ):
             ctx.load_cert_chain(cert, key, password=_no_passphrase)
-    except (ssl.SSLError, OSError) as exc:
+    except (ssl.SSLError, OSError, FileReadError) as exc:
         problems.append(
             f"{section}.{'key_file' if tls.key_file else 'key'}: cannot be loaded together with "
             f"the certificate (mismatched, encrypted or malformed): {_reason(exc)}"
@@ -754,10 +753,10 @@ def _prove_tls(tls: TLSConfig, section: str, problems: list[str]) -> None:
         return
     try:
         if tls.client_ca_file is not None:
-            ctx.load_verify_locations(cafile=tls.client_ca_file)
+            ctx.load_verify_locations(cadata=_read_pem(tls.client_ca_file).decode("latin-1"))
         elif tls.client_ca:
             ctx.load_verify_locations(cadata=tls.client_ca)
-    except (ssl.SSLError, OSError, ValueError) as exc:
+    except (ssl.SSLError, OSError, ValueError, FileReadError) as exc:
         where = f"client_ca_file: {tls.client_ca_file}" if tls.client_ca_file else "client_ca"
         problems.append(f"{section}.{where}: no usable CA certificate: {_reason(exc)}")
         return

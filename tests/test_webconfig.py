@@ -1166,6 +1166,13 @@ def test_renewed_certificate_files_are_served_without_a_restart(
         assert "do not load" in caplog.text
         third = _install(tmp_path, rsa_pki.ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.RSA))
         assert _served_cert(server, rsa_pki) == third
+        # A certificate swapped for a FIFO (no writer) would block OpenSSL's read for good: it
+        # is read as a bounded regular file, refused, and the previous certificate served.
+        (tmp_path / "server.crt").unlink()
+        os.mkfifo(tmp_path / "server.crt")
+        started = time.monotonic()
+        assert _served_cert(server, rsa_pki) == third
+        assert time.monotonic() - started < 5.0
 
 
 def test_headers_are_served(fixture_dir: Path) -> None:
