@@ -148,3 +148,19 @@ def test_a_storage_path_that_cannot_be_a_folder_degrades_to_memory(tmp_path: Pat
     store.put("a", DONE)  # no crash: memory only
     assert store.load() == {"a": DONE}
     store.close()
+
+
+def test_the_window_counts_exactly_with_many_sends_in_it(store: MemoryStore) -> None:
+    """5,000 sends in one period (a budget that does not bind), some answered late: each counts
+    until its own end plus the period, whatever order the ends come in."""
+    for i in range(5_000):
+        assert store.admit(Send(str(i), 1000.0 + i * 0.01, 1000.0 + i * 0.01 + 5), 10**6, 300.0, 10)
+    for i in range(0, 5_000, 2):
+        store.finish(str(i), 1000.0 + i * 0.01)  # answered at once
+    store.finish("1", 1400.0)  # answered long after its deadline: counts longer
+    assert store.window(1100.0, 300.0) == (5_000, 0)
+    # At 1302.5: the 126 even sends answered by 1002.5 are gone; the odd ones (ending 5 s
+    # after their send) all still count.
+    assert store.window(1302.5, 300.0)[0] == 5_000 - 126
+    assert store.window(1306.0, 300.0)[0] == 5_000 - 301 - 49  # "1" answered late stays
+    assert store.window(1699.0, 300.0) == (1, 0)  # the late one alone

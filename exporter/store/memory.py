@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -20,6 +21,10 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._states: dict[str, TaskState] = {}
         self._sends: dict[str, Send] = {}
+        # The sends by end, so what no longer counts is forgotten without a scan: a send whose
+        # end changed is pushed again, and entries that no longer match are skipped.
+        self._by_end: list[tuple[float, str]] = []
+        self._probes = 0  # probe sends among self._sends
         self._claims: dict[str, float] = {}  # trans_no -> when the claim expires
         self._pause = Pause()
         self._period = 0.0  # the longest period asked about, to know what may be forgotten
@@ -79,12 +84,10 @@ class MemoryStore:
     def admit(self, send: Send, requests: int, period: float, probe_limit: int) -> bool:
         """Record the send if the window has room."""
         with self._lock:
-            self._period = max(self._period, period)
-            live = [s for s in self._sends.values() if counts(s, send.sent, period)]
-            if len(live) >= requests or (send.probe and sum(s.probe for s in live) >= probe_limit):
+            used, probes = self._live(send.sent, period)
+            if used >= requests or (send.probe and probes >= probe_limit):
                 return False
-            self._forget_sends(send.sent)
-            self._sends[send.id] = send
+            self._keep(send)
         self._saved_send(send)
         return True
 
@@ -95,14 +98,13 @@ class MemoryStore:
             if send is None or end == send.end:
                 return
             send = Send(send.id, send.sent, end, send.probe)
-            self._sends[send_id] = send
+            self._keep(send)
         self._saved_send(send)
 
     def window(self, now: float, period: float) -> tuple[int, int]:
         """Sends and probe sends that still count."""
         with self._lock:
-            live = [s for s in self._sends.values() if counts(s, now, period)]
-        return len(live), sum(s.probe for s in live)
+            return self._live(now, period)
 
     def pause(self) -> Pause:
         """The pause in force."""
@@ -120,17 +122,39 @@ class MemoryStore:
 
     # -- for backends that persist: called after each change, outside the lock --------------
 
+    def _live(self, now: float, period: float) -> tuple[int, int]:
+        """(sends, probe sends) that count at `now` (lock held)."""
+        self._period = max(self._period, period)  # never forget what this period still counts
+        self._forget_sends(now)
+        if period >= self._period:  # everything kept counts: no scan
+            return len(self._sends), self._probes
+        live = [s for s in self._sends.values() if counts(s, now, period)]
+        return len(live), sum(s.probe for s in live)
+
+    def _keep(self, send: Send) -> None:
+        """Record a send or its new end (lock held)."""
+        old = self._sends.get(send.id)
+        self._probes += send.probe - (old.probe if old is not None else 0)
+        self._sends[send.id] = send
+        heapq.heappush(self._by_end, (send.end, send.id))
+
     def _forget_sends(self, now: float) -> None:
         """Drop sends that no longer count for any period asked about (lock held)."""
-        old = [s.id for s in self._sends.values() if not counts(s, now, self._period)]
-        for send_id in old:
-            del self._sends[send_id]
+        cutoff = now - self._period
+        while self._by_end and self._by_end[0][0] <= cutoff:
+            end, send_id = heapq.heappop(self._by_end)
+            send = self._sends.get(send_id)
+            if send is not None and send.end == end:
+                del self._sends[send_id]
+                self._probes -= send.probe
 
     def _restore(self, states: dict[str, TaskState], sends: list[Send], pause: Pause) -> None:
         """Start from what a persistent backend read back."""
         with self._lock:
             self._states = states
-            self._sends = {s.id: s for s in sends}
+            self._sends, self._by_end, self._probes = {}, [], 0
+            for send in sends:
+                self._keep(send)
             self._pause = pause
 
     def _saved_state(self, trans_no: str, state: TaskState) -> None:
