@@ -35,6 +35,7 @@ from urllib3.util.retry import Retry
 
 from exporter import signing
 from exporter.answers import TaskAnswer, parse_answer
+from exporter.config import ApiConfig
 from exporter.errors import (
     ApiConnectionError,
     ApiError,
@@ -263,10 +264,10 @@ class CloudVodClient:
         access_key_id: str,
         access_key_secret: str,
         *,
-        timeout: float = 10.0,
-        max_response_bytes: int = 1_048_576,
-        pool_size: int = 4,
-        timezone: datetime.tzinfo = datetime.UTC,
+        timeout: float = ApiConfig.timeout,
+        max_response_bytes: int = ApiConfig.max_response_bytes,
+        pool_size: int = ApiConfig.max_concurrency,
+        timezone: datetime.tzinfo = ApiConfig.timezone,
         clock: Callable[[], float] = time.time,
     ) -> None:
         parts = urlsplit(endpoint)
