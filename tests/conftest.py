@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +25,18 @@ SECRET = "s3cr3t-Zq9-never-print-me"
 IN_CI = os.environ.get("CI") == "true"
 
 
+VENV_BIN = Path(sys.executable).parent
+"""The bin folder of the interpreter running the tests (the virtualenv's: hadolint lives there)."""
+
+
+def find_tool(name: str) -> str | None:
+    """The path of a binary in the tests' virtualenv or on PATH, or None."""
+    return shutil.which(name, path=os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")]))
+
+
 def require_tool(name: str, hint: str = "run `make tools`") -> str:
     """The path of a binary the test needs: missing is a failure in CI, a skip elsewhere."""
-    path = shutil.which(name)
+    path = find_tool(name)
     if path is None:
         message = f"{name} is not installed ({hint})"
         if IN_CI:
@@ -84,3 +99,161 @@ def make_exporter() -> Iterator[Callable[..., Exporter]]:
     yield make
     for exporter in made:
         exporter.close()
+
+
+# --- test tiers ------------------------------------------------------------------------------
+#
+# `make test` runs every test. `make test-fast` (pytest --tier=fast) is the edit-test loop: tests
+# that run inside the pytest process only. A test that starts a process (prometheus,
+# alertmanager, redis-server, chromium, promtool, the console script, pip) is marked `e2e` here,
+# found by reading the test, its fixtures and the test helpers they use; `slow` marks in-process
+# tests that take seconds by design. `make test-floors` (--tier=floors) is the fast tier plus the
+# tests marked `floors`, run against the declared lower bounds of the dependencies.
+
+TIERS = ("all", "fast", "floors")
+SPAWNS = re.compile(
+    r"\bsubprocess\.(?:run|Popen|call|check_call|check_output)\b"
+    r"|\bos\.(?:fork|system|posix_spawnp?|exec[lv]p?e?|spawn[lv]p?e?)\b"
+)
+SLOW = {
+    # In-process, but seconds each by design: a simulated hour of real HTTP, twenty scrapers,
+    # the full fault matrix and deadlines that must really pass.
+    "tests/test_budget.py::test_default_budget_is_never_throttled",
+    "tests/test_resources.py::test_twenty_concurrent_scrapers_share_refresh_rounds",
+    "tests/test_resources.py::test_a_trickled_answer_times_out_at_the_timeout",
+    "tests/test_faults.py::test_fault_beside_five_healthy_tasks",
+    "tests/test_faults.py::test_hostile_scrape_timeout_header",
+    "tests/test_faults.py::test_hang_past_the_scrape_deadline",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """--tier: which tests to run (all, fast, floors)."""
+    parser.addoption(
+        "--tier",
+        choices=TIERS,
+        default="all",
+        help="all: every test; fast: no process started, no slow test; floors: fast + `floors`",
+    )
+
+
+def _is_test_code(obj: object) -> bool:
+    module = getattr(obj, "__module__", None) or ""
+    return module == "tests" or module.startswith(("tests.", "test_", "conftest"))
+
+
+def _code_names(code: Any) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _code_names(const)
+    return names
+
+
+_SPAWN_CACHE: dict[object, bool] = {}
+
+
+def starts_a_process(obj: Any) -> bool:
+    """Whether a test function, fixture, helper or helper class (transitively) starts one."""
+    if obj in _SPAWN_CACHE:
+        return _SPAWN_CACHE[obj]
+    _SPAWN_CACHE[obj] = False  # cycles
+    try:
+        source = inspect.getsource(obj)
+    except (OSError, TypeError):
+        return False
+    found = bool(SPAWNS.search(source))
+    functions = [obj] if inspect.isfunction(obj) else []
+    if inspect.isclass(obj):
+        functions = [f for f in vars(obj).values() if inspect.isfunction(f)]
+    for function in functions:
+        if found:
+            break
+        for name in _code_names(function.__code__):
+            target = function.__globals__.get(name)
+            if (
+                (inspect.isfunction(target) or inspect.isclass(target))
+                and _is_test_code(target)
+                and starts_a_process(target)
+            ):
+                found = True
+                break
+    _SPAWN_CACHE[obj] = found
+    return found
+
+
+def _item_starts_a_process(item: pytest.Item) -> bool:
+    function = getattr(item, "function", None)
+    if function is not None and starts_a_process(function):
+        return True
+    info = getattr(item, "_fixtureinfo", None)
+    for definitions in getattr(info, "name2fixturedefs", {}).values():
+        for definition in definitions:
+            func = getattr(definition, "func", None)
+            if definition.argname == "_fast_tier_starts_no_process":
+                continue
+            if func is not None and _is_test_code(func) and starts_a_process(func):
+                return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark e2e and slow tests, then keep only the chosen tier."""
+    for item in items:
+        if item.get_closest_marker("e2e") is None and _item_starts_a_process(item):
+            item.add_marker(pytest.mark.e2e)
+        if item.nodeid.split("[")[0] in SLOW:
+            item.add_marker(pytest.mark.slow)
+    tier = config.getoption("tier")
+    if tier == "all":
+        return
+    kept, dropped = [], []
+    for item in items:
+        outside = item.get_closest_marker("e2e") or item.get_closest_marker("slow")
+        wanted = tier == "floors" and item.get_closest_marker("floors") is not None
+        (dropped if outside and not wanted else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the fast tier, a test that starts a process fails and says how to mark it."""
+    if request.config.getoption("tier") == "all" or request.node.get_closest_marker("e2e"):
+        return
+    nodeid = request.node.nodeid
+
+    def refuse(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        pytest.fail(
+            f"{nodeid} starts a process ({args!r}) in the fast tier: "
+            "mark it @pytest.mark.e2e (see the tiers in tests/conftest.py)",
+            pytrace=False,
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+FAST_TIER_BUDGET = 30.0
+"""Seconds the fast tier may take (the edit-test loop); over it, the summary says so."""
+_STARTED: list[float] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note when the session started (for the fast tier's budget)."""
+    _STARTED.append(time.monotonic())
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """After the fast tier: its wall time against its budget."""
+    if config.getoption("tier") != "fast":
+        return
+    elapsed = time.monotonic() - _STARTED[0]
+    verdict = "within" if elapsed <= FAST_TIER_BUDGET else "OVER"
+    terminalreporter.write_line(
+        f"fast tier: {elapsed:.1f}s, {verdict} its {FAST_TIER_BUDGET:g}s budget"
+        + ("" if elapsed <= FAST_TIER_BUDGET else ": mark the slowest tests `slow` in conftest")
+    )
