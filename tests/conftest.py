@@ -124,6 +124,14 @@ SLOW = {
     "tests/test_faults.py::test_fault_beside_five_healthy_tasks",
     "tests/test_faults.py::test_hostile_scrape_timeout_header",
     "tests/test_faults.py::test_hang_past_the_scrape_deadline",
+    # Half a second or more each, waiting for a real timeout or socket to close.
+    "tests/test_httpserver.py::test_concurrent_clients",
+    "tests/test_httpserver.py::test_idle_connections_are_closed_after_the_timeout",
+    "tests/test_httpserver.py::test_shutdown_frees_the_port_and_is_idempotent",
+    "tests/test_httpserver.py::test_all_interfaces_and_ipv6",
+    "tests/test_httpserver.py::test_client_allowed_sans",
+    "tests/test_simulator.py::test_client_disconnect_is_quiet",
+    "tests/test_scheduler.py::test_deadline_returns_in_time_and_round_finishes_in_background",
 }
 
 
