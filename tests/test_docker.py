@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from exporter import __version__
-from exporter.simulator.cli import DEFAULT_ACCESS_KEY_ID, DEFAULT_ACCESS_KEY_SECRET
+from exporter.simulator.server import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from exporter.simulator.tasks import demo_tasks
 from tests.conftest import require_tool
 
@@ -387,7 +387,7 @@ def test_compose_replicas_share_redis_and_ask_the_simulator() -> None:
     assert simulator["command"][0] == "simulate"
     listen = next(a for a in simulator["command"] if a.startswith("--listen="))
     assert config["api"]["endpoint"] == f"http://simulator:{listen.rsplit(':', 1)[1]}"
-    assert config["api"]["access_key_id"] == DEFAULT_ACCESS_KEY_ID
+    assert config["api"]["access_key_id"] == DEMO_ACCESS_KEY_ID
     assert config["tasks"] == [task.trans_no for task in demo_tasks(0.0)]
 
     def secret_file(container_path: str) -> Path:
@@ -399,7 +399,7 @@ def test_compose_replicas_share_redis_and_ask_the_simulator() -> None:
         return ROOT / compose["secrets"][name]["file"]
 
     access_secret = secret_file(config["api"]["access_key_secret_file"])
-    assert access_secret.read_text(encoding="utf-8").strip() == DEFAULT_ACCESS_KEY_SECRET
+    assert access_secret.read_text(encoding="utf-8").strip() == DEMO_ACCESS_KEY_SECRET
 
     # Redis: the URL names the redis service on its default port, the password is a secret
     # that the Redis service reads too.
