@@ -144,6 +144,11 @@ SLOW = {
     "tests/test_httpserver.py::test_client_allowed_sans",
     "tests/test_simulator.py::test_client_disconnect_is_quiet",
     "tests/test_scheduler.py::test_deadline_returns_in_time_and_round_finishes_in_background",
+    # Long runs with real latency and threads: a second or more each.
+    "tests/test_scheduler.py::test_budget_never_exceeded_over_long_runs",
+    "tests/test_scheduler.py::test_resizing_the_pool_during_rounds_never_strands_a_task",
+    "tests/test_budget_window.py::test_arrivals_never_exceed_the_window_whatever_the_latency",
+    "tests/test_faults.py::test_throttling_pauses_every_following_request",
 }
 
 

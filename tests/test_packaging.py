@@ -314,3 +314,14 @@ def test_redis_client_commands_at_the_installed_version(redis_url: str) -> None:
     with pytest.raises(redis.exceptions.ConnectionError):
         closed.ping()
     client.close()
+
+
+# --- test tiers ------------------------------------------------------------------------------
+
+
+def test_every_slow_entry_names_an_existing_test() -> None:
+    from tests.conftest import SLOW
+
+    for nodeid in SLOW:
+        path, name = nodeid.split("::")
+        assert f"def {name}(" in (ROOT / path).read_text(encoding="utf-8"), nodeid
