@@ -173,14 +173,12 @@ def version_text() -> str:
     )
 
 
-class _VersionAction(argparse.Action):
+class _VersionAction(argparse._VersionAction):
     # argparse's own version action re-wraps the text into one line.
     def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS) -> None:
         super().__init__(
             option_strings,
-            dest,
-            default=argparse.SUPPRESS,
-            nargs=0,
+            dest=dest,
             help="print the version, the Python and prometheus_client versions, and exit",
         )
 
