@@ -126,6 +126,7 @@ TIERS = ("all", "fast", "floors")
 SPAWNS = re.compile(
     r"\bsubprocess\.(?:run|Popen|call|check_call|check_output)\b"
     r"|\bos\.(?:fork|system|posix_spawnp?|exec[lv]p?e?|spawn[lv]p?e?)\b"
+    r"|\brequire_tool\("  # an external binary
 )
 SLOW = {
     # In-process, but seconds each by design: a simulated hour of real HTTP, twenty scrapers,
@@ -149,6 +150,19 @@ SLOW = {
     "tests/test_scheduler.py::test_resizing_the_pool_during_rounds_never_strands_a_task",
     "tests/test_budget_window.py::test_arrivals_never_exceed_the_window_whatever_the_latency",
     "tests/test_faults.py::test_throttling_pauses_every_following_request",
+    # Real bcrypt at the configured cost, on purpose.
+    "tests/test_webconfig.py::test_real_bcrypt_attack_over_http_does_not_delay_a_valid_user",
+    "tests/test_webconfig.py::test_unknown_user_pays_the_fixed_decoy_cost_not_the_highest",
+    "tests/test_webconfig.py::test_valid_user_is_not_queued_behind_anonymous_requests",
+    "tests/test_webconfig.py::test_identical_credentials_share_one_check",
+    "tests/test_webconfig.py::test_start_up_does_not_hash",
+    "tests/test_webconfig.py::test_anonymous_flood_takes_at_most_two_bcrypt_slots",
+    # Real TLS servers and handshakes, half a second each.
+    "tests/test_webconfig.py::test_prefer_server_cipher_suites",
+    "tests/test_webconfig.py::test_inline_cert_key_and_client_ca",
+    "tests/test_webconfig.py::test_default_versions_refuse_tls11_and_serve_tls13",
+    "tests/test_webconfig.py::test_verify_client_cert_if_given_without_ca",
+    "tests/test_budget.py::test_two_replicas_scraping_together_share_rounds",
 }
 
 
@@ -163,8 +177,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _is_test_code(obj: object) -> bool:
-    module = getattr(obj, "__module__", None) or ""
-    return module == "tests" or module.startswith(("tests.", "test_", "conftest"))
+    module = (obj.__name__ if inspect.ismodule(obj) else getattr(obj, "__module__", None)) or ""
+    return module in {"tests", "benchmarks"} or module.startswith(
+        ("tests.", "benchmarks.", "test_", "conftest")
+    )
 
 
 def _code_names(code: Any) -> set[str]:
@@ -194,8 +210,11 @@ def starts_a_process(obj: Any) -> bool:
     for function in functions:
         if found:
             break
-        for name in _code_names(function.__code__):
-            target = function.__globals__.get(name)
+        names = _code_names(function.__code__)
+        targets = [function.__globals__.get(name) for name in names]
+        for module in [t for t in targets if inspect.ismodule(t) and _is_test_code(t)]:
+            targets += [getattr(module, name, None) for name in names]  # module.helper()
+        for target in targets:
             if (
                 (inspect.isfunction(target) or inspect.isclass(target))
                 and _is_test_code(target)
@@ -280,5 +299,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     verdict = "within" if elapsed <= FAST_TIER_BUDGET else "OVER"
     terminalreporter.write_line(
         f"fast tier: {elapsed:.1f}s, {verdict} its {FAST_TIER_BUDGET:g}s budget"
-        + ("" if elapsed <= FAST_TIER_BUDGET else ": mark the slowest tests `slow` in conftest")
+        + ("" if elapsed <= FAST_TIER_BUDGET else ": add the slowest tests to SLOW in conftest")
     )
+    if elapsed > FAST_TIER_BUDGET:
+        reports = [r for r in terminalreporter.stats.get("passed", []) if r.when == "call"]
+        for report in sorted(reports, key=lambda r: -r.duration)[:10]:
+            terminalreporter.write_line(f"  {report.duration:5.2f}s {report.nodeid}")
