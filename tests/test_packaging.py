@@ -260,11 +260,13 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     try:
         import redis
 
-        wait_until(
-            lambda: bool(redis.Redis.from_url(url, socket_timeout=1).ping()),
-            timeout=10,
-            what="redis-server",
-        )
+        def answers() -> bool:
+            try:
+                return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+            except redis.exceptions.ConnectionError:  # not listening yet
+                return False
+
+        wait_until(answers, timeout=10, what="redis-server")
         yield url
     finally:
         proc.terminate()
