@@ -166,6 +166,12 @@ SLOW = {
 }
 
 
+FLOORS_MODULES = {
+    # The Redis backend against redis-py at its floor (a real redis-server, about 5 s).
+    "tests/test_redis_store.py",
+}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """--tier: which tests to run (all, fast, floors)."""
     parser.addoption(
@@ -249,6 +255,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
         if item.nodeid.split("[")[0] in SLOW:
             item.add_marker(pytest.mark.slow)
+        if item.nodeid.split("::")[0] in FLOORS_MODULES:
+            item.add_marker(pytest.mark.floors)
     tier = config.getoption("tier")
     if tier == "all":
         return

@@ -322,8 +322,10 @@ def test_redis_client_commands_at_the_installed_version(redis_url: str) -> None:
 
 
 def test_every_slow_entry_names_an_existing_test() -> None:
-    from tests.conftest import SLOW
+    from tests.conftest import FLOORS_MODULES, SLOW
 
+    for path in FLOORS_MODULES:
+        assert (ROOT / path).exists(), path
     for nodeid in SLOW:
         path, name = nodeid.split("::")
         assert f"def {name}(" in (ROOT / path).read_text(encoding="utf-8"), nodeid
