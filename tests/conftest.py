@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import os
 import re
@@ -139,7 +140,6 @@ SLOW = {
     "tests/test_faults.py::test_hang_past_the_scrape_deadline",
     # Half a second or more each, waiting for a real timeout or socket to close.
     "tests/test_httpserver.py::test_concurrent_clients",
-    "tests/test_httpserver.py::test_idle_connections_are_closed_after_the_timeout",
     "tests/test_httpserver.py::test_shutdown_frees_the_port_and_is_idempotent",
     "tests/test_httpserver.py::test_all_interfaces_and_ipv6",
     "tests/test_httpserver.py::test_client_allowed_sans",
@@ -166,6 +166,12 @@ SLOW = {
 }
 
 
+DURATIONS = Path(__file__).with_name("durations.json")
+"""Seconds each test took in the last `make test-durations` (tests of 0.05 s or more)."""
+SLOW_SECONDS = 0.25
+"""A test that took this long there is `slow` too: the fast tier stays fast as tests are added."""
+RECORDED: dict[str, float] = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+
 FLOORS_MODULES = {
     # The Redis backend against redis-py at its floor (a real redis-server, about 5 s).
     "tests/test_redis_store.py",
@@ -179,6 +185,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=TIERS,
         default="all",
         help="all: every test; fast: no process started, no slow test; floors: fast + `floors`",
+    )
+    parser.addoption(
+        "--record-durations",
+        action="store_true",
+        help=f"write each test's seconds to {DURATIONS.name} (make test-durations)",
     )
 
 
@@ -253,14 +264,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("e2e") is None and _item_starts_a_process(item):
             item.add_marker(pytest.mark.e2e)
-        if item.nodeid.split("[")[0] in SLOW:
+        if item.nodeid.split("[")[0] in SLOW or RECORDED.get(item.nodeid, 0.0) >= SLOW_SECONDS:
             item.add_marker(pytest.mark.slow)
         if item.nodeid.split("::")[0] in FLOORS_MODULES:
             item.add_marker(pytest.mark.floors)
     tier = config.getoption("tier")
     if tier == "all":
         return
-    kept, dropped = [], []
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         outside = item.get_closest_marker("e2e") or item.get_closest_marker("slow")
         wanted = tier == "floors" and item.get_closest_marker("floors") is not None
@@ -313,3 +325,18 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         reports = [r for r in terminalreporter.stats.get("passed", []) if r.when == "call"]
         for report in sorted(reports, key=lambda r: -r.duration)[:10]:
             terminalreporter.write_line(f"  {report.duration:5.2f}s {report.nodeid}")
+
+
+_DURATIONS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """With --record-durations: add up setup, call and teardown of each test."""
+    _DURATIONS[report.nodeid] = _DURATIONS.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """With --record-durations: write the tests that took 0.05 s or more."""
+    if session.config.getoption("record_durations") and _DURATIONS:
+        kept = {k: round(v, 2) for k, v in sorted(_DURATIONS.items()) if v >= 0.05}
+        DURATIONS.write_text(json.dumps(kept, indent=0, ensure_ascii=False) + "\n")

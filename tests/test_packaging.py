@@ -322,7 +322,10 @@ def test_redis_client_commands_at_the_installed_version(redis_url: str) -> None:
 
 
 def test_every_slow_entry_names_an_existing_test() -> None:
-    from tests.conftest import FLOORS_MODULES, SLOW
+    from tests.conftest import FLOORS_MODULES, RECORDED, SLOW
+
+    assert RECORDED, "tests/durations.json: run make test-durations"
+    assert all(nodeid.startswith("tests/test_") and "::" in nodeid for nodeid in RECORDED)
 
     for path in FLOORS_MODULES:
         assert (ROOT / path).exists(), path
