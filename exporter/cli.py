@@ -11,12 +11,14 @@ import argparse
 import json
 import logging
 import os
+import platform
 import signal
 import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +160,33 @@ exit codes: 0 written, 1 cannot write, 2 bad flag or mixin configuration""",
 }
 
 
+def version_text() -> str:
+    """What --version prints: the exporter's version, Python's and prometheus_client's."""
+    try:
+        client = metadata.version("prometheus-client")
+    except metadata.PackageNotFoundError:
+        client = "unknown"
+    return (
+        f"cloudvod-concat-exporter {__version__}\n"
+        f"  python:            {platform.python_version()} ({platform.python_implementation()})\n"
+        f"  prometheus_client: {client}\n"
+    )
+
+
+class _VersionAction(argparse._VersionAction):
+    # argparse's own version action re-wraps the text into one line.
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS) -> None:
+        super().__init__(
+            option_strings,
+            dest=dest,
+            help="print the version, the Python and prometheus_client versions, and exit",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        sys.stdout.write(version_text())
+        parser.exit()
+
+
 def _common(parser: argparse.ArgumentParser, *, config_default: str | None = "config.yaml") -> None:
     parser.add_argument(
         "--config.file",
@@ -211,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         allow_abbrev=False,  # `mixin --config` must not be taken for --config.file
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     _common(parser)
     parser.add_argument(
         "--web.listen-address",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter import __version__
 from exporter.cli import apply_environment, build_parser, env_name, main
 from exporter.simulator import Fault, SimulatorServer, documented_example
 from tests.conftest import ACCESS_KEY_ID, SECRET
@@ -179,7 +180,7 @@ def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0
-    assert "cloudvod-concat-exporter 0.1.0" in capsys.readouterr().out
+    assert f"cloudvod-concat-exporter {__version__}" in capsys.readouterr().out
 
 
 def test_check_config_of_a_pathologically_nested_file(
