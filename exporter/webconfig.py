@@ -61,6 +61,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 import bcrypt
 import yaml
 
+from exporter.tlsgroups import set_group
 from exporter.yamlconf import (
     FileReadError,
     Report,
@@ -183,7 +184,7 @@ _HTTP2_REQUIRED = (
     "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
 )
 
-# The toolkit's curve names -> OpenSSL's short names for SSLContext.set_ecdh_curve.
+# The toolkit's curve names -> OpenSSL's short names (for exporter.tlsgroups.set_group).
 CURVES: Mapping[str, str] = MappingProxyType(
     {
         "CurveP256": "prime256v1",
@@ -332,7 +333,7 @@ class TLSConfig:
         else:
             ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
         if curve is not None:
-            ctx.set_ecdh_curve(CURVES[curve])  # exactly this one group, TLS 1.2 and 1.3
+            set_group(ctx, CURVES[curve])  # exactly this one group, TLS 1.2 and 1.3
         with (
             self._pem_path(self.cert_file, self.cert) as cert,
             self._pem_path(self.key_file, self.key) as key,

@@ -22,6 +22,7 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 
 from exporter.httpserver import HTTPServer
+from exporter.tlsgroups import set_group
 from exporter.webconfig import (
     _DECOY_HASH,
     REALM,
@@ -815,7 +816,7 @@ def client_context(
     if ciphers is not None:
         ctx.set_ciphers(ciphers)
     if curve is not None:
-        ctx.set_ecdh_curve(curve)
+        set_group(ctx, curve)
     if cert is not None:
         cert.configure_cert(ctx)
     return ctx
@@ -983,7 +984,7 @@ def _client_hello(curve: str | None = None) -> bytes:
     """The ClientHello record a Python client sends (OpenSSL's default groups unless `curve`)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if curve is not None:
-        ctx.set_ecdh_curve(curve)
+        set_group(ctx, curve)
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     conn = ctx.wrap_bio(incoming, outgoing, server_hostname="example.com")
     with pytest.raises(ssl.SSLWantReadError):
@@ -996,6 +997,8 @@ def test_client_hello_groups_are_read() -> None:
     assert {23, 24, 25, 29} <= set(supported)  # OpenSSL offers all four of Go's curves
     assert shares == (29,)  # and one key share, X25519
     assert client_hello_groups(_client_hello("secp384r1")) == ((24,), (24,))
+    # X25519 alone, also where set_ecdh_curve cannot pin it (CPython 3.11.2): exporter.tlsgroups
+    assert client_hello_groups(_client_hello("X25519")) == ((29,), (29,))
     assert client_hello_groups(b"GET / HTTP/1.1\r\n") == ((), ())
     assert client_hello_groups(_client_hello()[:60]) == ((), ())
 
