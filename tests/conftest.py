@@ -5,11 +5,8 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,34 +14,11 @@ from typing import Any
 
 import pytest
 
-from exporter.config import ApiConfig, Config, RateLimit, RefreshConfig, Task
+from exporter.config import Config
 from exporter.service import Exporter
 from exporter.simulator import SimTask, SimulatorServer
 from tests import vendor_signer
-
-ACCESS_KEY_ID = "test-access-key"
-SECRET = "s3cr3t-Zq9-never-print-me"
-IN_CI = os.environ.get("CI") == "true"
-
-
-VENV_BIN = Path(sys.executable).parent
-"""The bin folder of the interpreter running the tests (the virtualenv's: hadolint lives there)."""
-
-
-def find_tool(name: str) -> str | None:
-    """The path of a binary in the tests' virtualenv or on PATH, or None."""
-    return shutil.which(name, path=os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")]))
-
-
-def require_tool(name: str, hint: str = "run `make tools`") -> str:
-    """The path of a binary the test needs: missing is a failure in CI, a skip elsewhere."""
-    path = find_tool(name)
-    if path is None:
-        message = f"{name} is not installed ({hint})"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+from tests.helpers import ACCESS_KEY_ID, SECRET
 
 
 @pytest.fixture(autouse=True)
@@ -76,27 +50,6 @@ def start_simulator() -> Iterator[Callable[..., SimulatorServer]]:
     yield start
     for sim in started:
         sim.stop()
-
-
-def make_config(
-    endpoint: str,
-    trans_nos: list[str] | tuple[str, ...],
-    *,
-    labels: dict[str, dict[str, str]] | None = None,
-    **api: Any,
-) -> Config:
-    """A configuration watching these tasks on this endpoint with the test credentials."""
-    labels = labels or {}
-    tasks = tuple(Task(t, tuple(sorted(labels.get(t, {}).items()))) for t in trans_nos)
-    api.setdefault("timeout", 2.0)
-    api.setdefault("rate_limit", RateLimit(300, 300.0))
-    return Config(
-        api=ApiConfig(
-            access_key_id=ACCESS_KEY_ID, access_key_secret=SECRET, endpoint=endpoint, **api
-        ),
-        refresh=RefreshConfig(),
-        tasks=tasks,
-    )
 
 
 @pytest.fixture

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import http
+import os
+import shutil
+import sys
 import wsgiref.util
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.config import ApiConfig, Config, RateLimit, RefreshConfig, Task
 from exporter.simulator import Rendition, SimTask
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Any]
@@ -73,3 +79,60 @@ def parse_exposition(text: str) -> Series:
 def value(series: Series, name: str, **labels: str) -> float | None:
     """One sample's value, or None when the series is absent."""
     return series.get((name, frozenset(labels.items())))
+
+
+ACCESS_KEY_ID = "test-access-key"
+SECRET = "s3cr3t-Zq9-never-print-me"
+IN_CI = os.environ.get("CI") == "true"
+
+
+VENV_BIN = Path(sys.executable).parent
+"""The bin folder of the interpreter running the tests (the virtualenv's: hadolint lives there)."""
+
+
+def find_tool(name: str) -> str | None:
+    """The path of a binary in the tests' virtualenv or on PATH, or None."""
+    return shutil.which(name, path=os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")]))
+
+
+def require_tool(name: str, hint: str = "run `make tools`") -> str:
+    """The path of a binary the test needs: missing is a failure in CI, a skip elsewhere."""
+    path = find_tool(name)
+    if path is None:
+        message = f"{name} is not installed ({hint})"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def make_config(
+    endpoint: str,
+    trans_nos: list[str] | tuple[str, ...],
+    *,
+    labels: dict[str, dict[str, str]] | None = None,
+    **api: Any,
+) -> Config:
+    """A configuration watching these tasks on this endpoint with the test credentials."""
+    labels = labels or {}
+    tasks = tuple(Task(t, tuple(sorted(labels.get(t, {}).items()))) for t in trans_nos)
+    api.setdefault("timeout", 2.0)
+    api.setdefault("rate_limit", RateLimit(300, 300.0))
+    return Config(
+        api=ApiConfig(
+            access_key_id=ACCESS_KEY_ID, access_key_secret=SECRET, endpoint=endpoint, **api
+        ),
+        refresh=RefreshConfig(),
+        tasks=tasks,
+    )
+
+
+def max_in_any_window(times: list[float], period: float) -> int:
+    """The most events in any half-open span of `period`."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= period:
+            start += 1
+        best = max(best, end - start + 1)
+    return best

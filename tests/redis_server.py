@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from exporter.config import RedisConfig
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 from tests.processes import free_port
 
 

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 from tests.processes import Process, exporter_command, free_port, http_ok, wait_until
 
 pytestmark = pytest.mark.e2e

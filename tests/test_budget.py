@@ -12,8 +12,8 @@ from collections.abc import Callable
 from exporter.config import RateLimit
 from exporter.service import Exporter
 from exporter.simulator import SimulatorServer, generate_tasks
-from tests.conftest import make_config
 from tests.fakes import FakeClock
+from tests.helpers import make_config
 
 
 def test_default_budget_is_never_throttled(

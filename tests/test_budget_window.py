@@ -10,17 +10,7 @@ from exporter.budget import FIRST_PAUSE, Budget, Rate
 from exporter.store.memory import MemoryStore
 from exporter.store.sqlite import SQLiteStore
 from tests.fakes import FakeClock
-
-
-def max_in_any_window(times: list[float], period: float) -> int:
-    """The most events in any half-open span of `period`."""
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= period:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
+from tests.helpers import max_in_any_window
 
 
 def make(

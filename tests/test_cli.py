@@ -17,7 +17,7 @@ import pytest
 from exporter import __version__
 from exporter.cli import apply_environment, build_parser, env_name, main
 from exporter.simulator import Fault, SimulatorServer, documented_example
-from tests.conftest import ACCESS_KEY_ID, SECRET
+from tests.helpers import ACCESS_KEY_ID, SECRET
 from tests.processes import REPO, Process, exporter_command, free_port, wait_until
 
 Start = Callable[..., SimulatorServer]

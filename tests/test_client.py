@@ -22,7 +22,7 @@ from exporter.errors import (
     ApiTimeout,
 )
 from exporter.simulator import Fault, SimulatorServer, documented_example
-from tests.conftest import ACCESS_KEY_ID, SECRET
+from tests.helpers import ACCESS_KEY_ID, SECRET
 from tests.hostile import HEADER_TRICKLE, TricklingUpstream
 
 Start = Callable[..., SimulatorServer]

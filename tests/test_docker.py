@@ -27,7 +27,7 @@ import yaml
 from exporter import __version__
 from exporter.simulator.server import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from exporter.simulator.tasks import demo_tasks
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -16,8 +16,8 @@ from prometheus_client import generate_latest
 from exporter import __version__
 from exporter.service import Exporter
 from exporter.simulator import Fault, Rendition, SimTask, SimulatorServer
-from tests.conftest import make_config
 from tests.fakes import FakeClock
+from tests.helpers import make_config
 
 GOLDEN = Path(__file__).parent / "golden" / "scenario.prom"
 NOW = 1_700_000_000.0

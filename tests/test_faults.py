@@ -42,9 +42,17 @@ from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import Fault, Rendition, SimTask, SimulatorServer, documented_example
 from exporter.store.memory import MemoryStore
-from tests.conftest import ACCESS_KEY_ID, SECRET, make_config, require_tool
 from tests.fakes import FakeClock, FakeQuerier
-from tests.helpers import Series, parse_exposition, sim_task, value
+from tests.helpers import (
+    ACCESS_KEY_ID,
+    SECRET,
+    Series,
+    make_config,
+    parse_exposition,
+    require_tool,
+    sim_task,
+    value,
+)
 
 Start = Callable[..., SimulatorServer]
 

@@ -17,7 +17,7 @@ from exporter.store import Store
 from exporter.store.memory import MemoryStore
 from exporter.store.sqlite import SQLiteStore
 from tests.fakes import FakeClock, FakeQuerier
-from tests.test_budget_window import max_in_any_window
+from tests.helpers import max_in_any_window
 
 
 def scheduler_for(

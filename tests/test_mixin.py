@@ -23,7 +23,7 @@ from exporter.mixin import (
     recording_groups,
     render_all,
 )
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 from tests.processes import REPO
 
 USER_CONFIG = """\

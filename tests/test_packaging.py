@@ -26,8 +26,7 @@ from exporter import __version__
 from exporter.cli import main
 from exporter.server import make_app
 from exporter.service import Exporter
-from tests.conftest import make_config, require_tool
-from tests.helpers import parse_exposition, wsgi_call
+from tests.helpers import make_config, parse_exposition, require_tool, wsgi_call
 from tests.processes import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,9 +13,17 @@ from exporter.config import RateLimit
 from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import SimulatorServer
-from tests.conftest import SECRET, make_config
 from tests.fakes import FakeClock
-from tests.helpers import App, Series, parse_exposition, sim_task, value, wsgi_call
+from tests.helpers import (
+    SECRET,
+    App,
+    Series,
+    make_config,
+    parse_exposition,
+    sim_task,
+    value,
+    wsgi_call,
+)
 
 Start = Callable[..., SimulatorServer]
 Make = Callable[..., Exporter]

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from benchmarks import replicas
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 
 def test_replica_benchmark_quick_run_meets_its_targets(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,8 +16,7 @@ import pytest
 import requests
 
 from exporter.simulator import Fault, SimulatorServer
-from tests.conftest import ACCESS_KEY_ID, SECRET
-from tests.helpers import parse_exposition, sim_task, value
+from tests.helpers import ACCESS_KEY_ID, SECRET, parse_exposition, sim_task, value
 from tests.processes import Process, exporter_command, free_port, http_ok, wait_until
 from tests.redis_server import RedisServer, redis_server, start_redis  # noqa: F401
 

@@ -15,9 +15,8 @@ from exporter.config import RateLimit, RefreshConfig
 from exporter.service import Exporter
 from exporter.simulator import SimTask, SimulatorServer, generate_tasks
 from exporter.store.redis import RedisStore
-from tests.conftest import make_config
 from tests.fakes import FakeClock
-from tests.helpers import parse_exposition, value
+from tests.helpers import make_config, parse_exposition, value
 from tests.processes import wait_until
 from tests.redis_server import RedisServer, redis_server, start_redis  # noqa: F401
 

@@ -26,8 +26,17 @@ from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import SimulatorServer
 from exporter.watcher import TaskFileWatcher
-from tests.conftest import ACCESS_KEY_ID, SECRET, require_tool
-from tests.helpers import App, Series, parse_exposition, sim_task, value, wsgi_call
+from tests.helpers import (
+    ACCESS_KEY_ID,
+    SECRET,
+    App,
+    Series,
+    parse_exposition,
+    require_tool,
+    sim_task,
+    value,
+    wsgi_call,
+)
 from tests.processes import Process, exporter_command, free_port, http_ok, wait_until
 
 Start = Callable[..., SimulatorServer]

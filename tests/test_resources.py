@@ -21,8 +21,7 @@ from exporter.scheduler import RoundReport
 from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import Fault, SimulatorServer
-from tests.conftest import ACCESS_KEY_ID, SECRET, make_config
-from tests.helpers import sim_task
+from tests.helpers import ACCESS_KEY_ID, SECRET, make_config, sim_task
 
 Start = Callable[..., SimulatorServer]
 Make = Callable[..., Exporter]

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from exporter import metrics
-from tests.conftest import require_tool
 from tests.dashboard_queries import known_metric_names, metric_names
+from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES_DIR = ROOT / "prometheus"

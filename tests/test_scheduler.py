@@ -16,7 +16,7 @@ from exporter.protocol import Code, TaskStatus
 from exporter.scheduler import Outcome, Scheduler, Settings
 from exporter.store.memory import MemoryStore
 from tests.fakes import FakeClock, FakeQuerier
-from tests.test_budget_window import max_in_any_window
+from tests.helpers import max_in_any_window
 
 REFRESH = RefreshConfig(
     processing=0.0, successful=3600.0, failed=21600.0, error=60.0, error_max=1800.0

@@ -13,8 +13,7 @@ from exporter.httpserver import HTTPServer
 from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import SimulatorServer, documented_example
-from tests.conftest import make_config
-from tests.helpers import wsgi_call
+from tests.helpers import make_config, wsgi_call
 
 EXAMPLE = "0251168101641000f4cf4da800000000"
 

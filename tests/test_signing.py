@@ -14,8 +14,8 @@ from exporter import signing
 from exporter.client import CloudVodClient
 from exporter.simulator import SimulatorServer, documented_example
 from tests import vendor_signer
-from tests.conftest import ACCESS_KEY_ID
-from tests.conftest import SECRET as CONFTEST_SECRET
+from tests.helpers import ACCESS_KEY_ID
+from tests.helpers import SECRET as CONFTEST_SECRET
 
 SECRET = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE"
 TIMESTAMP = "1564645579"

@@ -24,8 +24,8 @@ import requests
 import yaml
 
 from exporter.mixin import parse_mixin_config, write
-from tests.conftest import require_tool
 from tests.dashboard_queries import load_dashboard, panel_queries
+from tests.helpers import require_tool
 from tests.processes import Process, exporter_command, free_port, http_ok, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -10,8 +10,7 @@ from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import SimulatorServer
 from exporter.statuspage import Filter, Summary, TaskRow, render
-from tests.conftest import make_config
-from tests.helpers import sim_task, wsgi_call
+from tests.helpers import make_config, sim_task, wsgi_call
 
 NOW = 1_700_000_000.0
 SUMMARY = Summary(
