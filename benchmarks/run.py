@@ -532,7 +532,7 @@ def child_d(path: str, endpoint: str, n: int, scrapes: int) -> dict[str, Any]:
 
 def _wired_scrape(exporter: Exporter, scrapes: int) -> float:
     """A Prometheus scrape of our /metrics: refresh, cached text, gzip level 1."""
-    from exporter.server import make_app
+    from exporter.webapp import make_app
 
     app = make_app(exporter)
     environ = {

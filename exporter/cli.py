@@ -44,7 +44,7 @@ from exporter.protocol import (
     ENV_ACCESS_KEY_SECRET,
     TRANS_NO_RE,
 )
-from exporter.simulator.server import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
+from exporter.simulator.fakeapi import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from exporter.state import NEVER_ASKED, TaskState, answered, failed
 
 log = logging.getLogger("exporter")
@@ -650,11 +650,11 @@ def serve(args: argparse.Namespace) -> int:
     import tempfile
 
     from exporter.httpserver import HTTPServer, parse_listen_address
-    from exporter.server import make_app
     from exporter.service import Exporter
     from exporter.store.backends import open_store
     from exporter.store.sqlite import StoreLockedError
     from exporter.watcher import TaskFileWatcher
+    from exporter.webapp import make_app
     from exporter.webconfig import WebConfigError, load_web_config
 
     try:

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from exporter.httpserver import EVICTION_SLACK, HTTPServer
-from exporter.server import make_app
 from exporter.service import Exporter
+from exporter.webapp import make_app
 from tests.helpers import make_config, parse_exposition, value
 from tests.hostile import Slowloris, TricklingUpstream, nofile_limit, process_status
 from tests.processes import Process, exporter_command, free_port, http_ok, wait_until

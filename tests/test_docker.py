@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from exporter import __version__
-from exporter.simulator.server import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
+from exporter.simulator.fakeapi import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from exporter.simulator.tasks import demo_tasks
 from tests.helpers import require_tool
 
@@ -112,7 +112,7 @@ def test_final_stage_runs_unprivileged_with_healthcheck() -> None:
     assert by_keyword["USER"] == [str(UID)]
     assert any(f"--uid {UID}" in run for run in by_keyword["RUN"])
     assert by_keyword["EXPOSE"] == [str(PORT)]
-    # /-/healthy answers without basic auth (exporter/server.py), so the check survives it.
+    # /-/healthy answers without basic auth (exporter/webapp.py), so the check survives it.
     healthcheck = by_keyword["HEALTHCHECK"][0]
     assert "urllib" in healthcheck
     assert f"http://127.0.0.1:{PORT}/-/healthy" in healthcheck
@@ -192,7 +192,7 @@ def test_dockerignore_is_an_allow_list() -> None:
     assert ignore_patterns()[0] == "*"
     for path in (
         "exporter/__init__.py",
-        "exporter/simulator/server.py",
+        "exporter/simulator/fakeapi.py",
         "pyproject.toml",
         "LICENSE",
     ):

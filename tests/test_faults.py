@@ -38,10 +38,10 @@ from exporter.config import Config, RefreshConfig
 from exporter.errors import ApiError, ApiThrottled
 from exporter.httpserver import HTTPServer
 from exporter.scheduler import Scheduler, Settings
-from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import Fault, Rendition, SimTask, SimulatorServer, documented_example
 from exporter.store.memory import MemoryStore
+from exporter.webapp import make_app
 from tests.fakes import FakeClock, FakeQuerier
 from tests.helpers import (
     ACCESS_KEY_ID,

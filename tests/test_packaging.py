@@ -24,8 +24,8 @@ import yaml
 
 from exporter import __version__
 from exporter.cli import main
-from exporter.server import make_app
 from exporter.service import Exporter
+from exporter.webapp import make_app
 from tests.helpers import make_config, parse_exposition, require_tool, wsgi_call
 from tests.processes import free_port, wait_until
 

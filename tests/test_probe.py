@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from exporter.config import RateLimit
-from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import SimulatorServer
+from exporter.webapp import make_app
 from tests.fakes import FakeClock
 from tests.helpers import (
     SECRET,

@@ -22,10 +22,10 @@ import requests
 from prometheus_client import generate_latest
 
 from exporter.config import load_config
-from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import SimulatorServer
 from exporter.watcher import TaskFileWatcher
+from exporter.webapp import make_app
 from tests.helpers import (
     ACCESS_KEY_ID,
     SECRET,

@@ -18,9 +18,9 @@ from exporter.config import ConfigError, load_config, parse_config
 from exporter.errors import ApiInvalidResponse, ApiTimeout
 from exporter.httpserver import HTTPServer
 from exporter.scheduler import RoundReport
-from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import Fault, SimulatorServer
+from exporter.webapp import make_app
 from tests.helpers import ACCESS_KEY_ID, SECRET, make_config, sim_task
 
 Start = Callable[..., SimulatorServer]

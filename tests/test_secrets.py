@@ -24,9 +24,9 @@ import requests
 
 from exporter import logs
 from exporter.config import ConfigError, load_config
-from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import SimulatorServer
+from exporter.webapp import make_app
 from tests.helpers import sim_task
 from tests.processes import REPO, Process, exporter_command, free_port, http_ok, wait_until
 

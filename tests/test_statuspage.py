@@ -6,10 +6,10 @@ import re
 from collections.abc import Callable
 from html.parser import HTMLParser
 
-from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import SimulatorServer
 from exporter.statuspage import Filter, Summary, TaskRow, render
+from exporter.webapp import make_app
 from tests.helpers import make_config, sim_task, wsgi_call
 
 NOW = 1_700_000_000.0

@@ -1,6 +1,6 @@
 """The Cloud VoD API simulator: task timelines, faults and throttling behind a real HTTP server."""
 
-from exporter.simulator.server import Fault, SimStats, SimulatorServer
+from exporter.simulator.fakeapi import Fault, SimStats, SimulatorServer
 from exporter.simulator.tasks import (
     Rendition,
     SimTask,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from exporter.protocol import ENV_ACCESS_KEY_ID, ENV_ACCESS_KEY_SECRET
-from exporter.simulator.server import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, SimulatorServer
+from exporter.simulator.fakeapi import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, SimulatorServer
 from exporter.simulator.tasks import SimTask, demo_tasks, generate_tasks
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from exporter.httpserver import HTTPServer
-from exporter.server import make_app
 from exporter.service import Exporter
 from exporter.simulator import SimulatorServer, documented_example
+from exporter.webapp import make_app
 from tests.helpers import make_config, wsgi_call
 
 EXAMPLE = "0251168101641000f4cf4da800000000"
