@@ -131,10 +131,11 @@ class Budget:
 
     def acquire(self, *, probe: bool = False) -> Ticket | None:
         """A ticket to send one request now, or None if the budget does not allow it."""
-        now = self._clock()
-        if now < self._store.pause().until:
+        if self._clock() < self._store.pause().until:
             return None
         with self._lock:
+            # The time is read under the lock: admissions reach the store in time order.
+            now = self._clock()
             self._refill(now)
             if self._tokens < 1.0 - 1e-9:
                 return None

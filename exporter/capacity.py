@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from exporter.config import RateLimit, RefreshConfig, format_duration
 from exporter.protocol import TaskStatus
+from exporter.state import interval
 
 DEFAULT_SCRAPE_INTERVAL = 15.0  # assumed by check-config; measured while serving
 
@@ -50,7 +51,7 @@ def estimate(
     per_second = rate.requests / rate.period
     scrape_interval = max(scrape_interval, 1e-3)
     n = {s: counts.get(s, 0) for s in TaskStatus}
-    target = {s: _interval(s, refresh) for s in TaskStatus}
+    target = {s: interval(s, refresh) for s in TaskStatus}
     demand = {s: n[s] / max(target[s], scrape_interval) for s in TaskStatus}
     final_demand = demand[TaskStatus.SUCCESSFUL] + demand[TaskStatus.FAILED]
     floor = min(final_demand, refresh.final_share * per_second)
@@ -77,12 +78,6 @@ def estimate(
         target=target,
         demand=demand,
     )
-
-
-def _interval(status: TaskStatus, refresh: RefreshConfig) -> float:
-    if status is TaskStatus.PROCESSING:
-        return refresh.processing
-    return refresh.successful if status is TaskStatus.SUCCESSFUL else refresh.failed
 
 
 def report(tasks: int, rate: RateLimit, refresh: RefreshConfig) -> tuple[list[str], list[str]]:

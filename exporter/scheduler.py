@@ -182,7 +182,14 @@ class Scheduler:
         self._clock = clock
         self._timer = timer  # measures durations (request latency, round length)
         self._lock = threading.Lock()
-        self._known = store.load()  # states from before a restart, until the tasks are set
+        now = clock()
+        # States from before a restart, until the tasks are set; none from the future (a wall
+        # clock set back would otherwise hold every refresh until it caught up).
+        self._known = {}
+        for trans_no, stored in store.load().items():
+            self._known[trans_no] = sane = rules.not_after(stored, now)
+            if sane is not stored:
+                store.put(trans_no, sane)
         self._states: dict[str, TaskState] = {}
         self._probed: OrderedDict[str, TaskState] = OrderedDict()
         self._in_flight: set[str] = set()
@@ -256,27 +263,31 @@ class Scheduler:
     def refresh(self, timeout: float) -> RoundReport:
         """Refresh what is due within the budget; return within `timeout` seconds."""
         started = self._timer()
+        end = time.monotonic() + timeout  # the deadline counts from the scrape's arrival
         current, joined = self._join_or_start_round()
-        current.wait(timeout)
+        current.wait(end - time.monotonic())
         sent, backlog = current.backlog()
         self.last_backlog = backlog
         return RoundReport(current.due, sent, backlog, joined, self._timer() - started)
 
     def _join_or_start_round(self) -> tuple[_Round, bool]:
-        # All under one lock: two scrapes never both start a round from the same due list, and a
-        # pool swapped by apply() is never used after its shutdown.
         with self._lock:
             if self._round is not None and self._round.open():
                 return self._round, True
-            self._adopt(self.store.changes())
+        # The store's round trips (Redis) happen outside the lock: a slow store must not block
+        # the renderer or the other scrapes' state reads.
+        changes = self.store.changes()
+        allowance = self.budget.available()
+        # Planning and launching under one lock: two scrapes never both start a round from the
+        # same due list, and a pool swapped by apply() is never used after its shutdown.
+        with self._lock:
+            self._adopt(changes)
+            if self._round is not None and self._round.open():
+                return self._round, True
             now = self._clock()
             self._scraped_at = now
             plan = self._policy.plan(
-                self._states,
-                self._settings.refresh,
-                now,
-                self.budget.available(),
-                self._in_flight,
+                self._states, self._settings.refresh, now, allowance, self._in_flight
             )
             self.last_plan = plan
             self._round = self._launch(plan)
@@ -305,14 +316,16 @@ class Scheduler:
         within `within` seconds: when nobody scrapes, nothing is sent. Returns how many were
         queued.
         """
+        scraped = self._scraped_at
+        if scraped is None or self._clock() - scraped > within:
+            return 0
+        allowance = self.budget.available()  # outside the lock: a store round trip
+        if allowance <= 0:
+            return 0
         with self._lock:
-            scraped = self._scraped_at
+            if self._closed:
+                return 0
             now = self._clock()
-            if scraped is None or now - scraped > within:
-                return 0
-            allowance = self.budget.available()
-            if allowance <= 0:
-                return 0
             waiting = {
                 t: s
                 for t, s in self._states.items()
@@ -327,7 +340,9 @@ class Scheduler:
 
     def _adopt(self, changes: Mapping[str, TaskState]) -> None:
         """Take answers other replicas got (lock held)."""
-        for trans_no, new in changes.items():
+        now = self._clock()
+        for trans_no, changed in changes.items():
+            new = rules.not_after(changed, now)
             old = self._states.get(trans_no)
             if old is not None and _newer(new, old):
                 self._states[trans_no] = new
@@ -361,12 +376,17 @@ class Scheduler:
                 return Attempt(Outcome.CACHED, current)
             if trans_no in self._in_flight:
                 return Attempt(Outcome.IN_FLIGHT, current)
-            if not watched:
-                reason = self.budget.refusal(probe=True)
-                if not reason and not self._probe_slots.acquire(blocking=False):
-                    reason = "not sent: too many probes of unwatched tasks in flight"
-                if reason:
-                    return Attempt(Outcome.NOT_SENT, current, reason=reason)
+        if not watched:  # outside the lock: the refusal asks the store
+            reason = self.budget.refusal(probe=True)
+            if not reason and not self._probe_slots.acquire(blocking=False):
+                reason = "not sent: too many probes of unwatched tasks in flight"
+            if reason:
+                return Attempt(Outcome.NOT_SENT, current, reason=reason)
+        with self._lock:
+            if trans_no in self._in_flight or self._closed:
+                if not watched:
+                    self._probe_slots.release()
+                return Attempt(Outcome.IN_FLIGHT, current)
             self._in_flight.add(trans_no)
             future: Future[Attempt] = self._pool.submit(self._run_probe, trans_no, not watched)
         try:
@@ -392,6 +412,8 @@ class Scheduler:
             return Attempt(Outcome.IN_FLIGHT, self.state_of(trans_no))  # another replica asks
         try:
             stored = self.store.get(trans_no)
+            if stored is not None:
+                stored = rules.not_after(stored, self._clock())
             with self._lock:
                 mine = self._states.get(trans_no)
                 if stored is not None and mine is not None and _newer(stored, mine):

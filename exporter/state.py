@@ -48,8 +48,8 @@ class TaskState:
 
     @property
     def queried(self) -> bool:
-        """Whether the task has been asked since it was added (answered, or failed)."""
-        return self.checked_at is not None
+        """Whether the task has been asked since it was added (answered, failed, throttled)."""
+        return self.checked_at is not None or self.last_error is not None
 
     @property
     def claim(self) -> Claim:
@@ -65,6 +65,21 @@ class TaskState:
 
 NEVER_ASKED = TaskState()
 
+# No task is asked twice within this long, whatever refresh.<status> says: scrapes of two
+# Prometheus servers a moment apart share one answer instead of asking twice.
+MIN_INTERVAL = 1.0
+
+
+def not_after(state: TaskState, now: float) -> TaskState:
+    """The state with no time later than `now` (a stored state from a clock that was ahead)."""
+    if (state.checked_at or -math.inf) <= now and (state.answered_at or -math.inf) <= now:
+        return state
+    return dataclasses.replace(
+        state,
+        checked_at=None if state.checked_at is None else min(state.checked_at, now),
+        answered_at=None if state.answered_at is None else min(state.answered_at, now),
+    )
+
 
 def due_at(state: TaskState, refresh: RefreshConfig) -> float:
     """When the next refresh of this task is due under this refresh policy."""
@@ -75,7 +90,7 @@ def due_at(state: TaskState, refresh: RefreshConfig) -> float:
         return state.checked_at + min(backoff, refresh.error_max)
     if state.answer is None:  # a throttled first query: still waiting for its first answer
         return -math.inf
-    return state.checked_at + interval(state.answer.status, refresh)
+    return state.checked_at + max(MIN_INTERVAL, interval(state.answer.status, refresh))
 
 
 def interval(status: TaskStatus, refresh: RefreshConfig) -> float:

@@ -201,3 +201,39 @@ def test_sends_before_a_restart_still_count(tmp_path, kill: str) -> None:  # typ
             store._lock_file.close()
         clock.advance(30.0)
     assert sent == 30
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_a_reload_to_a_longer_period_still_counts_every_send(tmp_path, backend: str) -> None:  # type: ignore[no-untyped-def]
+    """Four minutes at 60 per minute, then a reload to 300 per 5 minutes: the sends of those
+    four minutes count in the new window (a store that forgot them would allow 300 more)."""
+    clock = FakeClock()
+    store = MemoryStore(clock) if backend == "memory" else SQLiteStore(tmp_path, clock=clock)
+    budget = Budget(store, Rate(60, 60.0), timeout=5.0, clock=clock)
+    times: list[float] = []
+    for _ in range(240):
+        while (ticket := budget.acquire()) is not None:
+            budget.done(ticket)
+            times.append(clock())
+        clock.advance(1.0)
+    assert len(times) >= 230
+    budget.reconfigure(Rate(300, 300.0), timeout=5.0)
+    assert budget.remaining() == 300 - len(times)
+    for _ in range(600):
+        while (ticket := budget.acquire()) is not None:
+            budget.done(ticket)
+            times.append(clock())
+        clock.advance(1.0)
+    assert max_in_any_window(times, 300.0) <= 300
+
+
+def test_a_damaged_pause_in_the_state_file_is_no_pause(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    SQLiteStore(tmp_path).close()
+    for damaged in ('{"until": 5}', "null", "[1, 2]", "not json"):
+        with sqlite3.connect(tmp_path / "state.db") as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('pause', ?)", (damaged,))
+        store = SQLiteStore(tmp_path)
+        assert store.pause().until < 0
+        store.close()

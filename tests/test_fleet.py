@@ -170,6 +170,7 @@ def test_a_stuck_request_keeps_neither_scrapes_nor_other_tasks_waiting() -> None
         assert time.monotonic() - started < 4.0
         assert first.backlog == 1
         for _ in range(3):
+            clock.advance(1.0)
             report = scheduler.refresh(9.5)
             assert not report.joined and report.backlog == 0
         assert asked.count("a") == 4 and asked.count("stuck") == 1
@@ -223,3 +224,56 @@ def test_no_top_up_without_scrapes_and_no_extra_processing_refresh() -> None:
     assert scheduler.top_up(within=60) == 0  # nobody scrapes any more
     assert len(querier.calls) == 5
     scheduler.close()
+
+
+class _SlowStore(MemoryStore):
+    """A store whose every round trip takes 0.4 s (a Redis answering within its timeout)."""
+
+    def changes(self) -> dict[str, object]:  # type: ignore[override]
+        time.sleep(0.4)
+        return {}
+
+    def window(self, now: float, period: float) -> tuple[int, int]:
+        time.sleep(0.4)
+        return super().window(now, period)
+
+
+def test_a_slow_store_neither_overruns_the_deadline_nor_blocks_the_renderer() -> None:
+    clock = FakeClock()
+    querier = FakeQuerier({"p": 1}, clock=clock)
+    scheduler = scheduler_for(querier, _SlowStore(clock), clock)
+    querier.gate = threading.Event()  # the request hangs: the scrape waits for its deadline
+    reads: list[float] = []
+
+    def read_states() -> None:
+        time.sleep(0.2)
+        started = time.monotonic()
+        scheduler.states()
+        reads.append(time.monotonic() - started)
+
+    reader = threading.Thread(target=read_states)
+    reader.start()
+    started = time.monotonic()
+    scheduler.refresh(1.5)
+    took = time.monotonic() - started
+    reader.join(5)
+    querier.gate.set()
+    scheduler.close()
+    assert took < 1.5 + 0.3
+    assert reads and reads[0] < 0.1
+
+
+def test_states_from_a_clock_that_was_ahead_do_not_hold_refreshes(tmp_path: Path) -> None:
+    ahead = FakeClock(1_000_000.0 + 86_400)
+    querier = FakeQuerier({"p": 1}, clock=ahead)
+    store = SQLiteStore(tmp_path, clock=ahead)
+    first = scheduler_for(querier, store, ahead)
+    first.refresh(5.0)
+    first.close()
+    store.close()
+    clock = FakeClock()  # the clock was set right: a day back
+    again = scheduler_for(querier, SQLiteStore(tmp_path, clock=clock), clock)
+    clock.advance(2.0)
+    again.refresh(5.0)
+    assert querier.calls == ["p", "p"]
+    assert again.states()["p"].checked_at == clock()

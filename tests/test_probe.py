@@ -132,8 +132,9 @@ def test_spent_budget_sends_nothing_and_says_so(
     first = probe(app, f"trans_no={WATCHED}")
     assert value(first, "probe_success") == 1
 
-    # Processing: due at once, but the budget is spent. The last answer is younger than
+    # Processing: due a second later, but the budget is spent. The last answer is younger than
     # refresh.error (1m): still a success, and the debug text says why nothing was sent.
+    clock.advance(1.0)
     _status, _, body = wsgi_call(app, "/probe", query=f"trans_no={WATCHED}&debug=true")
     text = body.decode()
     assert "outcome: not sent: budget spent (1 of 1 requests in the last 300s)" in text
@@ -202,7 +203,8 @@ def test_a_flood_of_probes_spends_only_the_probe_share_and_delays_no_watched_tas
     watched = [f"proc-{i}" for i in range(5)]
     sim = start_simulator([sim_task(t, "processing") for t in watched])
     config = make_config(sim.url, watched)
-    exporter = make_exporter(config)
+    clock = FakeClock()
+    exporter = make_exporter(config, clock=clock)
     app = make_app(exporter)
     rng = random.Random(3)
     names = [f"rnd-{rng.getrandbits(40):x}" for _ in range(300)]
@@ -216,6 +218,7 @@ def test_a_flood_of_probes_spends_only_the_probe_share_and_delays_no_watched_tas
                 answers.append(body)
 
     for scrape in range(3):
+        clock.advance(15.0)
         threads = [threading.Thread(target=flood, args=(names[i::6][scrape::3],)) for i in range(6)]
         for t in threads:
             t.start()

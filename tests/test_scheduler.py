@@ -226,6 +226,7 @@ def test_set_tasks_keeps_answers_of_kept_tasks_and_drops_removed() -> None:
 def test_probe_respects_budget_and_says_why() -> None:
     scheduler, querier, _clock = make({"a": 1}, requests=1, period=60.0, burst=1)
     assert scheduler.probe("a", 5.0).outcome is Outcome.ANSWERED
+    _clock.advance(1.0)
     refused = scheduler.probe("a", 5.0)
     assert refused.outcome is Outcome.NOT_SENT
     assert refused.reason.startswith("not sent: budget spent (1 of 1 requests")
@@ -350,3 +351,15 @@ def test_a_probe_returns_at_its_timeout_and_the_late_answer_is_kept() -> None:
             break
         time.sleep(0.02)
     assert scheduler.states()["slow"].status == "successful"
+
+
+def test_scrapes_a_moment_apart_share_one_answer() -> None:
+    """Two Prometheus servers scraping 0.2 s apart: processing tasks are asked once."""
+    scheduler, querier, clock = make({"p1": 1, "p2": 1})
+    scrape(scheduler, clock)
+    clock.advance(0.2)
+    scrape(scheduler, clock)
+    assert sorted(querier.calls) == ["p1", "p2"]
+    clock.advance(15)
+    scrape(scheduler, clock)
+    assert len(querier.calls) == 4

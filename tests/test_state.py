@@ -59,7 +59,8 @@ def test_throttling_is_not_the_tasks_failure() -> None:
     assert throttled.last_error == "throttled" and not throttled.query_ok
     assert throttled.claim is Claim.PROCESSING
     first = state.failed(NEVER_ASKED, ApiThrottled("HTTP 429"), 9.0)
-    assert first.claim is Claim.NEW and not first.queried
+    # It keeps its place as never answered, but it was asked: it is not merely waiting.
+    assert first.claim is Claim.NEW and first.queried
 
 
 def test_1560_keeps_the_task_id_and_is_counted() -> None:

@@ -10,6 +10,10 @@ from collections.abc import Callable, Collection
 from exporter.state import TaskState
 from exporter.store import Pause, Send, counts
 
+# Sends are kept this long (or one period, if longer) after they stop counting, so a reload to a
+# longer period still counts every send its window holds.
+RETENTION = 3600.0
+
 
 class MemoryStore:
     """Task states, sends, claims and the pause of one process; nothing survives it."""
@@ -20,14 +24,18 @@ class MemoryStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._states: dict[str, TaskState] = {}
-        self._sends: dict[str, Send] = {}
-        # The sends by end, so what no longer counts is forgotten without a scan: a send whose
-        # end changed is pushed again, and entries that no longer match are skipped.
-        self._by_end: list[tuple[float, str]] = []
-        self._probes = 0  # probe sends among self._sends
+        self._sends: dict[str, Send] = {}  # every send kept, counting or not
+        # Those that count for `_period` as of `_counted_at`, and their probes. Two heaps by end
+        # find what stops counting and what may be dropped without a scan; a send whose end
+        # changed is pushed again, and entries that no longer match are skipped.
+        self._counted: set[str] = set()
+        self._probes = 0
+        self._counting: list[tuple[float, str]] = []
+        self._keeping: list[tuple[float, str]] = []
+        self._counted_at = -float("inf")
         self._claims: dict[str, float] = {}  # trans_no -> when the claim expires
         self._pause = Pause()
-        self._period = 0.0  # the longest period asked about, to know what may be forgotten
+        self._period = 0.0  # the period the counted set is for
 
     def up(self) -> bool:
         """A dictionary always answers."""
@@ -124,37 +132,60 @@ class MemoryStore:
 
     def _live(self, now: float, period: float) -> tuple[int, int]:
         """(sends, probe sends) that count at `now` (lock held)."""
-        self._period = max(self._period, period)  # never forget what this period still counts
-        self._forget_sends(now)
-        if period >= self._period:  # everything kept counts: no scan
-            return len(self._sends), self._probes
-        live = [s for s in self._sends.values() if counts(s, now, period)]
-        return len(live), sum(s.probe for s in live)
+        if period != self._period:  # a reload changed the period: count again, once
+            self._period = period
+            self._recount(now)
+        elif now < self._counted_at:  # a caller whose clock read is older than the last one's
+            live = [s for s in self._sends.values() if counts(s, now, period)]
+            return len(live), sum(s.probe for s in live)
+        self._counted_at = now
+        cutoff = now - period
+        while self._counting and self._counting[0][0] <= cutoff:
+            end, send_id = heapq.heappop(self._counting)
+            send = self._sends.get(send_id)
+            if send is not None and send.end == end and send_id in self._counted:
+                self._counted.discard(send_id)
+                self._probes -= send.probe
+        horizon = now - max(RETENTION, period)
+        while self._keeping and self._keeping[0][0] <= horizon:
+            end, send_id = heapq.heappop(self._keeping)
+            send = self._sends.get(send_id)
+            if send is not None and send.end == end and send_id not in self._counted:
+                del self._sends[send_id]
+        return len(self._counted), self._probes
+
+    def _recount(self, now: float) -> None:
+        """Rebuild the counted set for `self._period` at `now` (lock held)."""
+        live = [s for s in self._sends.values() if counts(s, now, self._period)]
+        self._counted = {s.id for s in live}
+        self._probes = sum(s.probe for s in live)
+        self._counting = [(s.end, s.id) for s in live]
+        heapq.heapify(self._counting)
+        self._counted_at = now
 
     def _keep(self, send: Send) -> None:
         """Record a send or its new end (lock held)."""
         old = self._sends.get(send.id)
-        self._probes += send.probe - (old.probe if old is not None else 0)
         self._sends[send.id] = send
-        heapq.heappush(self._by_end, (send.end, send.id))
-
-    def _forget_sends(self, now: float) -> None:
-        """Drop sends that no longer count for any period asked about (lock held)."""
-        cutoff = now - self._period
-        while self._by_end and self._by_end[0][0] <= cutoff:
-            end, send_id = heapq.heappop(self._by_end)
-            send = self._sends.get(send_id)
-            if send is not None and send.end == end:
-                del self._sends[send_id]
-                self._probes -= send.probe
+        heapq.heappush(self._keeping, (send.end, send.id))
+        was = send.id in self._counted
+        if counts(send, self._counted_at, self._period):
+            heapq.heappush(self._counting, (send.end, send.id))
+            if not was:
+                self._counted.add(send.id)
+                self._probes += send.probe
+        elif was:
+            self._counted.discard(send.id)
+            self._probes -= old.probe if old is not None else send.probe
 
     def _restore(self, states: dict[str, TaskState], sends: list[Send], pause: Pause) -> None:
         """Start from what a persistent backend read back."""
         with self._lock:
             self._states = states
-            self._sends, self._by_end, self._probes = {}, [], 0
-            for send in sends:
-                self._keep(send)
+            self._sends = {s.id: s for s in sends}
+            self._keeping = [(s.end, s.id) for s in sends]
+            heapq.heapify(self._keeping)
+            self._recount(self._counted_at)
             self._pause = pause
 
     def _saved_state(self, trans_no: str, state: TaskState) -> None:

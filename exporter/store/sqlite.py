@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import math
 import os
 import sqlite3
 import threading
@@ -25,7 +24,7 @@ from typing import IO
 from exporter import state as task_state
 from exporter.state import TaskState
 from exporter.store import Pause, Send
-from exporter.store.memory import MemoryStore
+from exporter.store.memory import RETENTION, MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +134,7 @@ class SQLiteStore(MemoryStore):
             for i, s, e, p in self._db.execute("SELECT id, sent, end, probe FROM sends")
         ]
         row = self._db.execute("SELECT value FROM meta WHERE key = 'pause'").fetchone()
-        pause = Pause()
-        if row is not None:
-            data = json.loads(row[0])
-            pause = Pause(float(data["until"]), float(data["started"]), float(data["step"]))
-        return states, sends, pause
+        return states, sends, _pause(row[0] if row is not None else None)
 
     def _move_aside(self, exc: BaseException) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -251,9 +246,21 @@ class SQLiteStore(MemoryStore):
                 "INSERT OR REPLACE INTO sends (id, sent, end, probe) VALUES (?, ?, ?, ?)",
                 [(s.id, s.sent, s.end, int(s.probe)) for s in self._pending_sends.values()],
             )
-            horizon = self._clock() - self._period if self._period else -math.inf
+            horizon = self._clock() - max(RETENTION, self._period)
             db.execute("DELETE FROM sends WHERE end <= ?", (horizon,))
         if self._pending_pause is not None:
             p = self._pending_pause
             value = json.dumps({"until": p.until, "started": p.started, "step": p.step})
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('pause', ?)", (value,))
+
+
+def _pause(text: object) -> Pause:
+    """The stored pause; a damaged one is no pause (the window still holds the sends)."""
+    if text is None:
+        return Pause()
+    try:
+        data = json.loads(str(text))
+        return Pause(float(data["until"]), float(data["started"]), float(data["step"]))
+    except (ValueError, TypeError, KeyError):
+        log.warning("ignoring an unreadable throttling pause in the store")
+        return Pause()
