@@ -31,7 +31,7 @@ import prometheus_client
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.collector import ExporterCollector, TaskCollector, render_exposition
+from exporter.collector import exposition
 from exporter.config import ApiConfig, Config, RateLimit, Task
 from exporter.service import Exporter
 from exporter.simulator import SimTask, SimulatorServer, generate_tasks
@@ -163,15 +163,19 @@ def sim_names(n: int, prefix: str = "sim") -> list[str]:
     return [f"{prefix}{i:06d}" for i in range(n)]
 
 
-def collectors(exporter: Exporter) -> tuple[TaskCollector, ExporterCollector]:
-    """The collectors the exporter's registry holds."""
-    return exporter.task_collector, exporter.exporter_collector
-
-
 def cached_render(exporter: Exporter) -> Callable[[], bytes]:
-    """The cached renderer over an exporter's tasks (text format), as /metrics uses it."""
-    tasks, own = collectors(exporter)
-    return lambda: render_exposition(tasks, [own])
+    """The cached renderer over the exporter's registry (text format), as /metrics uses it."""
+    return exporter.exposition
+
+
+def tasks_identical(exporter: Exporter) -> bool:
+    """Whether the cached per-task text is byte-identical to `generate_latest` over `collect()`.
+
+    Only the task families: the process and exporter gauges move between two renderings.
+    """
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(exporter.task_collector)
+    return exposition(exporter.task_collector) == generate_latest(registry)
 
 
 def rss_mb() -> float:
@@ -389,7 +393,7 @@ def flip_run(sizes: Sizes, offset: float) -> tuple[dict[str, float], int]:
         try:
             deadline = flip_at + 20 * p * rate.period / rate.requests
             while clock() < deadline and len(seen) < p:
-                exporter.refresh(f"{DEFAULT_SCRAPE_TIMEOUT:g}")
+                exporter.refresh(DEFAULT_SCRAPE_TIMEOUT)
                 if clock() < flip_at - sizes.flip_interval:  # warming up: no need to look
                     clock.advance(sizes.flip_interval)
                     continue
@@ -506,7 +510,7 @@ def child_d(path: str, endpoint: str, n: int, scrapes: int) -> dict[str, Any]:
     for _ in range(scrapes + 1):
         body = b""  # a server has sent (and dropped) the previous answer by the next scrape
         began = time.perf_counter()
-        exporter.refresh(f"{DEFAULT_SCRAPE_TIMEOUT:g}")  # nothing is due: answers are fresh
+        exporter.refresh(DEFAULT_SCRAPE_TIMEOUT)  # nothing is due: answers are fresh
         body = render()
         times.append(time.perf_counter() - began)
     result: dict[str, Any] = {
@@ -523,8 +527,7 @@ def child_d(path: str, endpoint: str, n: int, scrapes: int) -> dict[str, Any]:
     if path == "current":
         result.update(_wsgi_figures(exporter, body))
     else:
-        # Both from the same state (no refresh in between: it moves the exporter's own gauges).
-        result["identical"] = render() == current()
+        result["identical"] = tasks_identical(exporter)
         result["wired"] = _wired_scrape(exporter, scrapes)
     exporter.close()
     return result
@@ -616,7 +619,7 @@ def figure_e(sizes: Sizes, sim: RemoteSimulator, ours: dict[int, Cold]) -> None:
         exporter = Exporter(make_config(local.url, names), clock=clock)
         try:
             for _ in range(int(sizes.hour / SCRAPE_INTERVAL)):
-                exporter.refresh(f"{DEFAULT_SCRAPE_TIMEOUT:g}")
+                exporter.refresh(DEFAULT_SCRAPE_TIMEOUT)
                 clock.advance(SCRAPE_INTERVAL)
         finally:
             exporter.close()
