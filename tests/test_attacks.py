@@ -57,8 +57,8 @@ def test_a_trickled_request_ends_at_the_timeout_and_other_tasks_keep_refreshing(
     assert 0.9 < durations[0] < 1.5
     assert max(durations[1:]) < 0.5
     assert upstream.count("slow") == 1  # then in error backoff
-    for trans_no in FAST:
-        assert upstream.count(trans_no) >= 5
+    for trans_no in FAST:  # asked again each second (no task is asked twice within one)
+        assert upstream.count(trans_no) >= 3
     errors = value(series, "cloudvod_concat_api_errors_total", code="timeout")
     assert errors == 1.0
 

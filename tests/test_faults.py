@@ -411,8 +411,9 @@ def test_throttling_pauses_every_following_request(start_simulator: Start, statu
         sim.clear_faults()
         sim.reset_stats()
 
-        # The faulty task is still due, and so is the processing one (refresh.processing 0s):
-        # neither is asked while the pause lasts.
+        # The faulty task is still due, and so is the processing one (refresh.processing 0s,
+        # a second later): neither is asked while the pause lasts.
+        r.clock.advance(1.0)
         third = parse_exposition(r.scrape()[0])
         assert sim.stats().requests == 0
         assert value(third, BACKLOG) == 2

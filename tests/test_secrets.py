@@ -173,8 +173,12 @@ def test_serving_never_shows_the_secret(
         # The secret does not match the key ID: every request fails authentication (HTTP 401).
         config.write_text(config_yaml(sim.url, key_id=WRONG_KEY_ID, inline=inline))
         fetch("POST", "/-/reload")
-        metrics = fetch("GET", "/metrics")
-        assert 'cloudvod_concat_api_errors_total{code="http_401"}' in metrics
+        # Asked again a second after its last answer at the latest (refresh.successful 0s).
+        wait_until(
+            lambda: 'cloudvod_concat_api_errors_total{code="http_401"}' in fetch("GET", "/metrics"),
+            timeout=10,
+            what="a 401 counted",
+        )
         assert "HTTP status: 401" in fetch("GET", "/probe?trans_no=unwatched-1&debug=true")
         wait_until(lambda: "http_401" in proc.output(), what="the 401 in the log")
 
