@@ -225,6 +225,45 @@ def test_replicas_share_one_window_exactly(
     assert a.window(clock(), PERIOD) == (1, 0)
 
 
+def test_a_send_that_outlived_its_deadline_counts_until_its_late_answer(
+    make_store: Callable[..., RedisStore],
+    redis_server: RedisServer,  # noqa: F811
+    clock: FakeClock,
+    mono: Monotonic,
+) -> None:
+    a, b = make_store("a", config=redis_server.config(timeout=0.2)), make_store("b")
+    assert a.admit(send(1, clock), 10, PERIOD, 2)
+    assert a.admit(send(2, clock), 10, PERIOD, 2)
+    a.finish("s1", clock() + 10.0)  # admitted for 3 s, answered after 10
+    redis_server.freeze()
+    try:
+        a.finish("s2", clock() + 10.0)  # Redis is told when it is back
+    finally:
+        redis_server.thaw()
+    assert reconnect(a, mono) and a.up()
+    clock.advance(PERIOD + 5.0)
+    assert b.window(clock(), PERIOD) == (2, 0)
+    assert a.window(clock(), PERIOD) == (2, 0)
+    clock.advance(6.0)
+    assert b.window(clock(), PERIOD) == (0, 0)
+
+
+def test_sends_are_kept_for_a_longer_period_and_for_callers_a_little_behind(
+    make_store: Callable[..., RedisStore], clock: FakeClock
+) -> None:
+    a, b = make_store("a"), make_store("b")
+    assert a.admit(send(1, clock), 10, PERIOD, 2)
+    clock.advance(PERIOD + 100)
+    assert a.admit(send(2, clock), 10, PERIOD, 2)  # s1 no longer counts for this period
+    assert b.window(clock(), 2 * PERIOD) == (2, 0), "a reload to a longer period counts it"
+    long = 4000.0  # longer than the retention hour
+    start = clock()
+    assert a.admit(send(3, clock), 10, long, 2)
+    clock.advance(long + 5.0)
+    assert b.admit(send(4, clock), 10, long, 2)  # s3 (end start + 3) no longer counts here
+    assert a.window(start + long + 1.0, long)[0] >= 2, "a caller 4 s behind still counts s3"
+
+
 def test_probes_have_their_own_limit_inside_the_window(
     make_store: Callable[..., RedisStore], clock: FakeClock
 ) -> None:
@@ -276,19 +315,42 @@ def test_replicas_counts_those_that_heartbeat(
     assert b.replicas() == 2, "b last saw two"
 
 
-def test_a_silent_replicas_share_stays_reserved_for_one_period(
+def test_a_silent_replicas_share_stays_reserved_while_its_sends_may_count(
     make_store: Callable[..., RedisStore], clock: FakeClock
 ) -> None:
-    """It may be cut off from Redis and spending its share locally."""
+    """It may be cut off from Redis and spending its share locally for one period."""
     a, b = make_store("a"), make_store("b")
     clock.advance(3 * HEARTBEAT + 1)  # b falls silent
     a.heartbeat()
     admitted = sum(a.admit(send(i, clock), 10, PERIOD, 2) for i in range(10))
     assert admitted == 5
-    clock.advance(PERIOD + 10)  # b silent for more than a period: forgotten
+    clock.advance(PERIOD + 10)  # what b sent until a period after it was seen still counts
     admitted = sum(a.admit(send(f"n{i}", clock), 10, PERIOD, 2) for i in range(10))
+    assert admitted == 5
+    clock.advance(PERIOD + 10)  # past two periods and a deadline: b's share is free again
+    admitted = sum(a.admit(send(f"m{i}", clock), 10, PERIOD, 2) for i in range(10))
     assert admitted == 10
     assert b.up()
+
+
+def test_a_replica_cut_off_for_longer_than_a_period_stops_as_the_others_stop_waiting(
+    make_store: Callable[..., RedisStore],
+    redis_server: RedisServer,  # noqa: F811
+    clock: FakeClock,
+) -> None:
+    a, b = make_store("a"), make_store("b", config=redis_server.config(timeout=0.2))
+    b.heartbeat()
+    redis_server.freeze()
+    try:
+        b.get("t1")  # b finds Redis unreachable; its breaker stays open (its clock is held)
+    finally:
+        redis_server.thaw()
+    assert a.up() and not b.up()
+    clock.advance(3 * HEARTBEAT + PERIOD + 10)  # b silent for longer than a period
+    a.heartbeat()
+    got_a = sum(a.admit(send(f"a{i}", clock), 10, PERIOD, 2) for i in range(10))
+    got_b = sum(b.admit(send(f"b{i}", clock), 10, PERIOD, 2) for i in range(10))
+    assert (got_a, got_b) == (5, 0), "a keeps b's share free; b sends nothing any more"
 
 
 # -- degraded mode ---------------------------------------------------------------------------------
@@ -365,26 +427,80 @@ def test_degraded_admission_keeps_the_replicas_within_the_budget_together(
     clock.advance(1)
     got_a = sum(a.admit(send(f"a{i}", clock), 20, PERIOD, 4) for i in range(20))
     got_b = sum(b.admit(send(f"b{i}", clock), 20, PERIOD, 4) for i in range(20))
-    assert (got_a, got_b) == (8, 8), "(20 - 4 known) / 2 replicas each"
-    assert 4 + got_a + got_b <= 20
-    assert a.window(clock(), PERIOD)[0] == 20, "nothing left for a"
-    # once every earlier send has aged out, each has its share: 20 // 2
+    # (20 - 4 known - the other's pacing bucket of 2 it may have sent unseen) / 2 replicas
+    assert (got_a, got_b) == (6, 6)
+    assert a.window(clock(), PERIOD)[0] >= 18, "nothing left for a"
+    # a period after its last contact with Redis a stops: the others no longer keep its share
     clock.advance(PERIOD + 10)
-    assert sum(a.admit(send(f"a{i}", clock), 20, PERIOD, 4) for i in range(20, 40)) == 10
+    assert sum(a.admit(send(f"a{i}", clock), 20, PERIOD, 4) for i in range(20, 40)) == 0
+    assert a.window(clock(), PERIOD)[0] == 20
 
 
-def test_a_replica_that_never_reached_redis_assumes_it_is_one_of_two(
-    start_redis: Callable[..., RedisServer],  # noqa: F811
+def test_degraded_admission_counts_what_others_sent_since_the_last_snapshot(
     make_store: Callable[..., RedisStore],
+    redis_server: RedisServer,  # noqa: F811
     clock: FakeClock,
 ) -> None:
-    gone = start_redis()
-    gone.kill()
-    a = make_store("a", config=gone.config())
+    a, b = make_store("a"), make_store("b")
+    a.heartbeat()
+    b.heartbeat()
+    clock.advance(0.5)
+    mb = sum(b.admit(send(f"r{i}", clock), 20, PERIOD, 4) for i in range(2))  # b's bucket: 2
+    redis_server.kill()
+    clock.advance(0.5)
+    got_a = sum(a.admit(send(f"a{i}", clock), 20, PERIOD, 4) for i in range(20))
+    got_b = sum(b.admit(send(f"b{i}", clock), 20, PERIOD, 4) for i in range(20))
+    assert mb == 2 and got_a > 0 and got_b > 0
+    assert mb + got_a + got_b <= 20, (mb, got_a, got_b)
+
+
+def test_a_replica_that_never_reached_redis_waits_out_a_period_then_assumes_it_is_one_of_two(
+    make_store: Callable[..., RedisStore],
+    redis_server: RedisServer,  # noqa: F811
+    clock: FakeClock,
+) -> None:
+    """It may be a replica restarted during the outage, whose earlier sends still count."""
+    before = make_store("before")
+    assert sum(before.admit(send(i, clock), 10, PERIOD, 2) for i in range(10)) == 10
+    redis_server.kill()
+    before.close()  # the exporter restarts while Redis is down
+    a = make_store("a")
     assert not a.up()
     assert a.replicas() == 1
-    assert sum(a.admit(send(i, clock), 10, PERIOD, 2) for i in range(10)) == 5
+    assert sum(a.admit(send(f"a{i}", clock), 10, PERIOD, 2) for i in range(10)) == 0
+    assert a.window(clock(), PERIOD) == (10, 0), "all of the budget may be spent"
+    clock.advance(PERIOD + 2.5)  # not yet a period and a deadline (send() makes 3 s ones)
+    assert a.admit(send("early", clock), 10, PERIOD, 2) is False
+    clock.advance(0.5)
+    assert sum(a.admit(send(f"b{i}", clock), 10, PERIOD, 2) for i in range(10)) == 5
     assert a.load() == {} and a.get("t") is None and a.changes() == {}
+
+
+def test_a_send_queued_while_the_catch_up_finishes_is_pushed_too(
+    make_store: Callable[..., RedisStore],
+    redis_server: RedisServer,  # noqa: F811
+    clock: FakeClock,
+    mono: Monotonic,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = make_store("a", config=redis_server.config(timeout=0.2)), make_store("b")
+    redis_server.freeze()
+    try:
+        a.get("t1")  # the breaker opens
+    finally:
+        redis_server.thaw()
+    local = a._admit_local
+
+    def heartbeat_in_between(*args: object) -> bool:
+        assert reconnect(a, mono) and a.up()  # the heartbeat thread catches up (nothing to do)
+        return local(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(a, "_admit_local", heartbeat_in_between)
+    assert a.admit(send(1, clock), 10, PERIOD, 2)  # failed fast, then queued locally
+    monkeypatch.undo()
+    a.heartbeat()
+    assert a.up()
+    assert b.window(clock(), PERIOD) == (1, 0), "the send reached the shared window"
 
 
 def test_when_redis_is_back_the_replica_catches_up(

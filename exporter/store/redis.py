@@ -20,14 +20,27 @@ Layout under `key_prefix` (Redis 6 commands and Lua only):
 Degraded mode: any error or a call slower than `timeout` opens a circuit breaker. Until a
 background heartbeat reaches Redis again (every `retry` seconds) no call waits for Redis: states
 are served and written from the local mirror, claims are local, and a send is admitted by the
-local window under the rule `known + N x mine < requests`, where `known` is what counted in the
-shared window at the last heartbeat plus this replica's own sends admitted through Redis, `mine`
-the sends this replica made since, and N the replicas it last saw alive. So the degraded replicas
-together stay within the budget, each spending at most its share once the older sends age out.
+local window under the rule `known + N x mine < requests`, where `known` bounds what counts in
+the shared window (its snapshot at the last heartbeat, this replica's own sends admitted through
+Redis, what the last admission's reply counted beyond those, and for each other replica a full
+pacing bucket plus its rate since the last contact, which it may have sent unseen), `mine` the
+sends this replica made since, and N the replicas it last saw alive. So the degraded replicas
+together stay within the budget, each spending at most its share. Two horizons keep that exact:
+- a replica cut off from Redis stops sending DEGRADED_PERIODS (one period) after its last
+  contact (heartbeat or admission), and the replicas still connected keep the share of a replica
+  they no longer see free until what it sent by then no longer counts (one period more and a
+  deadline);
+- a replica that has never reached Redis sends nothing until a period and a deadline after it
+  started (it may be a restart during the outage, whose earlier sends still count), then
+  assumes it is one of UNKNOWN_REPLICAS.
 When Redis answers again the replica pushes the sends it made meanwhile into the shared window
-and writes back the states it got meanwhile (the newer `checked_at` wins). If Redis lost its data
-(a restart without persistence), every replica re-puts the states of its mirror and re-fills the
-window from its last snapshot of it and its own sends before it is back up.
+(and the new ends of sends finished meanwhile) and writes back the states it got meanwhile (the
+newer `checked_at` wins). If Redis lost its data (a restart without persistence), every replica
+re-puts the states of its mirror and re-fills the window from its last snapshot of it and its own
+sends before it is back up.
+
+Sends are kept until RETENTION (an hour, or the period if longer) after their end, and a margin
+for callers whose clock reads a little earlier, so a reload to a longer period still counts them.
 """
 
 from __future__ import annotations
@@ -53,6 +66,7 @@ from redis.retry import Retry
 
 from exporter import redaction
 from exporter import state as task_state
+from exporter.budget import PACING_HORIZON
 from exporter.config import RedisConfig
 from exporter.state import TaskState
 from exporter.store import Pause, Send
@@ -64,6 +78,11 @@ HEARTBEAT = 2.5  # seconds between heartbeats (alive: seen within three of them)
 RETRY = 2.5  # seconds between attempts to reach Redis while it is down
 CLOCK_SKEW = 0.5  # how far replica clocks may disagree: each send counts this much longer
 UNKNOWN_REPLICAS = 2  # the share assumed by a replica that never reached Redis
+RETENTION = 3600.0  # sends are kept this long past their end (a reload may lengthen the period)
+FORGET_MARGIN = 60.0  # a caller's `now` may lag another admission's by this much
+# A replica cut off from Redis stops sending this many periods after its last contact, and the
+# replicas still connected keep its share free for as long as what it sent until then may count.
+DEGRADED_PERIODS = 1.0
 PAUSE_CACHE = 1.0  # seconds a read of the shared pause is reused (throttling is rare)
 CHUNK = 500  # states per HSCAN step or per write-back script call
 
@@ -120,34 +139,36 @@ return out
 _ADMIT = """
 -- KEYS: sends probes replicas epoch
 -- ARGV: id end probe requests probe_limit epoch horizon forget alive_after silent_after sent me
-if (redis.call('GET', KEYS[4]) or '') ~= ARGV[6] then return {-1, 0} end
+if (redis.call('GET', KEYS[4]) or '') ~= ARGV[6] then return {-1, 0, 0} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[8])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[8])
 local requests = tonumber(ARGV[4])
-local used = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[7], '+inf')
+local counted = redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[7], '+inf')
+local used = counted
 -- A replica that stopped heartbeating may be cut off from Redis and spending its share
--- locally: keep that share free for one period after it was last seen.
+-- locally (for at most one period after it was last seen): keep that share free for as long
+-- as those sends may count.
 redis.call('ZADD', KEYS[3], ARGV[11], ARGV[12])
 local alive = redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[9], '+inf')
 local silent = redis.call('ZCOUNT', KEYS[3], '(' .. ARGV[10], ARGV[9])
 if silent > 0 then
   used = used + silent * math.floor(requests / (alive + silent))
 end
-if used >= requests then return {0, alive} end
+if used >= requests then return {0, alive, counted} end
 if ARGV[3] == '1' then
   if redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[7], '+inf') >= tonumber(ARGV[5]) then
-    return {0, alive}
+    return {0, alive, counted}
   end
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-return {1, alive}
+return {1, alive, counted + 1}
 """
 
 _FINISH = """
--- KEYS: sends probes; ARGV: id end. A send's answer came: it stops counting sooner.
+-- KEYS: sends probes; ARGV: id end. A send's answer came (or it outlived its deadline).
 local cur = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if cur and tonumber(ARGV[2]) < tonumber(cur) then
+if cur and tonumber(ARGV[2]) ~= tonumber(cur) then
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
   if redis.call('ZSCORE', KEYS[2], ARGV[1]) then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]) end
 end
@@ -155,10 +176,10 @@ return 1
 """
 
 _MERGE = """
--- KEYS: sends probes; ARGV: (id, end, probe)...: sends made while Redis could not count them
-for i = 1, #ARGV, 3 do
-  local cur = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if not cur or tonumber(ARGV[i + 1]) < tonumber(cur) then
+-- KEYS: sends probes; ARGV: own, then (id, end, probe)...: sends Redis could not count.
+-- own = '1': this replica's sends, whose end it knows best; '0': others', only if missing.
+for i = 2, #ARGV, 3 do
+  if ARGV[1] == '1' or not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
     redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
     if ARGV[i + 2] == '1' then redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i]) end
   end
@@ -231,6 +252,7 @@ class _OwnSend:
 
     send: Send
     in_redis: bool
+    dirty: bool = False  # in Redis, but its end changed while Redis could not be told
 
 
 def scrub_url(text: str, config: RedisConfig) -> str:
@@ -312,6 +334,12 @@ class RedisStore:
         self._epoch: str | None = None
         self._seq = 0  # the last change this replica has seen
         self._seen = 0  # replicas alive at the last heartbeat (0: never reached Redis)
+        self._started = clock()
+        self._contact: float | None = None  # clock of the last heartbeat or admission reply
+        self._down_since = -math.inf  # clock of the first failure after that contact
+        self._used = (0, -math.inf)  # sends counting in Redis at the last admission, and when
+        self._deadline = 0.0  # the longest a send was admitted for (timeout + slack)
+        self._requests = 0  # the budget of the last admission
         self._up = False
         self._warned = False  # "unreachable" was logged and "reachable again" was not
         self._retry_at = -math.inf  # monotonic: when the breaker lets a heartbeat try again
@@ -370,7 +398,7 @@ class RedisStore:
                     repr(now),
                     uuid.uuid4().hex,
                     repr(now - 3 * self._heartbeat),
-                    repr(now - 3 * self._heartbeat - max(period, 3600.0)),
+                    repr(now - 3 * self._heartbeat - self._reserved(period)),
                     repr(now - period - self._skew),
                 ],
                 force=True,
@@ -382,6 +410,7 @@ class RedisStore:
                 self._snapshot.update(snapshot)
                 self._seen = int(reply[1])
                 self._beat_at = now
+                self._contact = max(self._contact or -math.inf, now)
                 known = self._epoch
             if known is not None and epoch != known:
                 log.warning(
@@ -427,6 +456,8 @@ class RedisStore:
     def _trip(self, exc: BaseException) -> None:
         reason = scrub_url(f"{type(exc).__name__}: {exc}", self.config)[:300]
         with self._lock:
+            if self._contact is not None and self._down_since < self._contact:
+                self._down_since = self._clock()
             self._up = False
             self._retry_at = self._monotonic() + self._retry
             self._reason = reason
@@ -438,6 +469,20 @@ class RedisStore:
             )
         self._wake.set()
 
+    def _requeue(self) -> bool:
+        """Something was queued for the catch-up: run it again if it already finished (lock
+        held; the caller wakes the heartbeat when this returns True)."""
+        if not self._up:
+            return False
+        self._up = False
+        self._retry_at = -math.inf
+        return True
+
+    def _reserved(self, period: float) -> float:
+        """How long after a replica was last seen its local sends may still count."""
+        longest = max(period, RETENTION)
+        return (DEGRADED_PERIODS + 1) * longest + self._deadline + self._skew + FORGET_MARGIN
+
     # -- catching up -----------------------------------------------------------------------
 
     def _catch_up(self) -> None:
@@ -446,7 +491,7 @@ class RedisStore:
             with self._lock:
                 states = {t: s for t in self._pending_states if (s := self._mirror.get(t))}
                 self._pending_states.clear()
-                sends = [o for o in self._own.values() if not o.in_redis]
+                sends = [(o, o.send) for o in self._own.values() if not o.in_redis or o.dirty]
                 pause, self._pending_pause = self._pending_pause, None
                 keep, self._pending_keep = self._pending_keep, None
                 if not states and not sends and pause is None and keep is None:
@@ -455,7 +500,7 @@ class RedisStore:
                     break
             try:
                 self._push_states(states, strict=True)
-                self._push_sends([o.send for o in sends])
+                self._push_sends([s for _, s in sends], own=True)
                 if pause is not None:
                     self._push_pause(pause, only_if_later=True)
                 if keep is not None:
@@ -467,8 +512,9 @@ class RedisStore:
                     self._pending_keep = self._pending_keep or keep
                 raise
             with self._lock:
-                for own in sends:
+                for own, pushed in sends:
                     own.in_redis = True
+                    own.dirty = own.dirty and own.send is not pushed
         if warned:
             log.info("Redis reachable again", extra={"redis": safe_url(self.config)})
 
@@ -486,7 +532,7 @@ class RedisStore:
             self._pending_states.update(self._mirror.load())
             if self._pause.until > self._clock() and self._pending_pause is None:
                 self._pending_pause = self._pause
-        self._push_sends(sends)
+        self._push_sends(sends, own=False)
 
     def _push_states(self, states: dict[str, TaskState], *, strict: bool) -> None:
         items = list(states.items())
@@ -496,12 +542,12 @@ class RedisStore:
                 args += [trans_no, task_state.dumps(st), _checked(st)]
             self._call(self._put_script, self._state_keys(), args, force=True)
 
-    def _push_sends(self, sends: list[Send]) -> None:
+    def _push_sends(self, sends: list[Send], *, own: bool) -> None:
         with self._lock:
-            horizon = self._clock() - self._period - self._skew
+            horizon = self._clock() - max(self._period, RETENTION) - self._skew
         live = [s for s in sends if s.end > horizon]
         for start in range(0, len(live), CHUNK):
-            args: list[Any] = []
+            args: list[Any] = ["1" if own else "0"]
             for s in live[start : start + CHUNK]:
                 args += [s.id, repr(s.end), "1" if s.probe else "0"]
             self._call(self._merge_script, [self._k_sends, self._k_probes], args, force=True)
@@ -615,6 +661,9 @@ class RedisStore:
         except _Down:
             with self._lock:
                 self._pending_states.add(trans_no)
+                wake = self._requeue()
+            if wake:
+                self._wake.set()
 
     def retain(self, keep: Collection[str]) -> None:
         """Forget tasks not in `keep`, here and in Redis.
@@ -632,6 +681,9 @@ class RedisStore:
         except _Down:
             with self._lock:
                 self._pending_keep = wanted
+                wake = self._requeue()
+            if wake:
+                self._wake.set()
 
     def _drop_unwanted(self, wanted: frozenset[str], *, force: bool = False) -> None:
         gone = [t for t, _ in self._scan(force=force) if t not in wanted]
@@ -683,9 +735,11 @@ class RedisStore:
         now = send.sent
         with self._lock:
             self._period = max(self._period, period)
+            self._deadline = max(self._deadline, send.end - send.sent)
+            self._requests = requests
             epoch = self._epoch or ""
             self._forget(now)
-            longest = self._period
+            longest = max(self._period, RETENTION)
         try:
             reply = self._call(
                 self._admit_script,
@@ -698,21 +752,23 @@ class RedisStore:
                     probe_limit,
                     epoch,
                     repr(now - period - self._skew),
-                    repr(now - longest - self._skew),
+                    repr(now - longest - self._skew - FORGET_MARGIN),
                     repr(now - 3 * self._heartbeat),
-                    repr(now - 3 * self._heartbeat - period),
+                    repr(now - (DEGRADED_PERIODS + 1) * period - self._deadline - self._skew),
                     repr(now),
                     self.replica_id,
                 ],
             )
         except _Down:
             return self._admit_local(send, requests, period, probe_limit)
-        result, alive = int(reply[0]), int(reply[1])
+        result, alive, used = int(reply[0]), int(reply[1]), int(reply[2])
         if result < 0:
             self._trip(_DataLost("the shared window vanished (Redis restarted without its data?)"))
             return self._admit_local(send, requests, period, probe_limit)
         with self._lock:
             self._seen = max(1, alive)
+            self._contact = max(self._contact or -math.inf, now)
+            self._used = (used, now)
             if result:
                 self._own[send.id] = _OwnSend(send, in_redis=True)
         return bool(result)
@@ -720,17 +776,44 @@ class RedisStore:
     def _admit_local(self, send: Send, requests: int, period: float, probe_limit: int) -> bool:
         """Redis is down: `known + N x (mine + 1) <= requests`, for sends and for probes."""
         with self._lock:
-            known, mine = self._local_counts(send.sent, period)
-            n = self._seen or UNKNOWN_REPLICAS
-            if known[0] + n * (mine[0] + 1) > requests:
+            if self._silenced(send.sent, period):
                 return False
-            if send.probe and known[1] + n * (mine[1] + 1) > probe_limit:
+            known, mine = self._local_counts(send.sent, period, requests)
+            n = self._seen or UNKNOWN_REPLICAS
+            if known[0] + n * (mine[0] + 1) > requests + 1e-9:
+                return False
+            if send.probe and known[1] + n * (mine[1] + 1) > probe_limit + 1e-9:
                 return False
             self._own[send.id] = _OwnSend(send, in_redis=False)
+            wake = self._requeue()
+        if wake:
+            self._wake.set()
         return True
 
-    def _local_counts(self, now: float, period: float) -> tuple[tuple[int, int], tuple[int, int]]:
-        """((sends, probes) known in the shared window, (sends, probes) it has not seen yet)."""
+    def _silenced(self, now: float, period: float) -> bool:
+        """Whether this replica, cut off from Redis, may send nothing at `now` (lock held).
+
+        One that never reached Redis may have been restarted during the outage: what its earlier
+        life sent (before it started) counts until `deadline + period` after the start at most.
+        One that did reach Redis stops DEGRADED_PERIODS after its last contact: the others keep
+        its share free for as long as what it sent until then may count (see _ADMIT).
+        """
+        if self._contact is None:
+            return now < self._started + self._deadline + period + self._skew
+        return now >= self._contact + DEGRADED_PERIODS * period
+
+    def _local_counts(
+        self, now: float, period: float, requests: int
+    ) -> tuple[tuple[float, float], tuple[int, int]]:
+        """((sends, probes) that may count in the shared window, (sends, probes) of this
+        replica's own that it has not seen yet), lock held.
+
+        The shared window known: its snapshot at the last heartbeat, this replica's own sends
+        admitted through Redis, the sends the last admission's reply counted beyond those (made
+        by others since that heartbeat), and for each other replica a full pacing bucket plus
+        its rate since the last contact (what it may have admitted through Redis, unseen, before
+        Redis was lost to both).
+        """
         horizon = now - period - self._skew
         known = {i: v for i, v in self._snapshot.items() if v[0] > horizon}
         sends = probes = 0
@@ -744,34 +827,58 @@ class RedisStore:
             elif s.end > horizon:
                 sends += 1
                 probes += s.probe
-        return (len(known), sum(p for _, p in known.values())), (sends, probes)
+        seen = float(len(known))
+        used, used_at = self._used
+        if used_at > self._beat_at and used_at + self._deadline > horizon:
+            then = used_at - period - self._skew  # what counted at the last admission
+            unseen = used - sum(1 for end, _ in known.values() if end > then)
+            seen += max(0, unseen)  # sent after the last heartbeat: they count until at most
+            # the last admission + deadline + period
+        extra = 0.0
+        gone = self._down_since if self._down_since >= (self._contact or math.inf) else now
+        if self._contact is not None and gone + self._deadline > horizon and requests:
+            n = max(1, self._seen)
+            share = requests / period / n
+            bucket = min(requests, max(1, math.ceil(share * PACING_HORIZON)))
+            extra = (n - 1) * (bucket + share * max(0.0, gone - self._contact))
+        probes_known = float(sum(p for _, p in known.values()))
+        return (seen + extra, probes_known + extra), (sends, probes)
 
     def _forget(self, now: float) -> None:
-        """Drop local sends that no longer count for any period asked about (lock held)."""
-        horizon = now - self._period - self._skew
+        """Drop local sends older than any period asked about may count (lock held)."""
+        horizon = now - max(self._period, RETENTION) - self._skew - FORGET_MARGIN
         for send_id in [i for i, o in self._own.items() if o.send.end <= horizon]:
             del self._own[send_id]
         for send_id in [i for i, (end, _) in self._snapshot.items() if end <= horizon]:
             del self._snapshot[send_id]
 
     def finish(self, send_id: str, end: float) -> None:
-        """Shorten a send's count to when its answer came."""
+        """A send counts until its answer came (sooner or later than its deadline) + period."""
         with self._lock:
             own = self._own.get(send_id)
-            if own is not None and end < own.send.end:
+            if own is not None and end != own.send.end:
                 s = own.send
                 own.send = Send(s.id, s.sent, end, s.probe)
             seen = self._snapshot.get(send_id)
-            if seen is not None and end < seen[0]:
+            if seen is not None:
                 self._snapshot[send_id] = (end, seen[1])
-        with contextlib.suppress(_Down):
+        try:
             self._call(self._finish_script, [self._k_sends, self._k_probes], [send_id, repr(end)])
+        except _Down:
+            with self._lock:
+                wake = False
+                if own is not None and own.in_redis:
+                    own.dirty = True  # the catch-up tells Redis the new end
+                    wake = self._requeue()
+            if wake:
+                self._wake.set()
 
     def window(self, now: float, period: float) -> tuple[int, int]:
         """(sends, probes) counting in the shared window.
 
         While Redis is down: `requests` minus what this replica's share still allows is what
-        it may not send, so these are the known sends plus N times its own since.
+        it may not send, so these are the known sends plus N times its own since (the whole
+        budget while it may send nothing).
         """
         horizon = f"({now - period - self._skew!r}"
 
@@ -787,9 +894,14 @@ class RedisStore:
         except _Down:
             pass
         with self._lock:
-            known, mine = self._local_counts(now, period)
+            requests = self._requests
+            known, mine = self._local_counts(now, period, requests)
             n = self._seen or UNKNOWN_REPLICAS
-        return known[0] + n * mine[0], known[1] + n * mine[1]
+            used = math.ceil(known[0] + n * mine[0] - 1e-9)
+            used_probes = math.ceil(known[1] + n * mine[1] - 1e-9)
+            if requests and self._silenced(now, period):
+                used = max(used, requests)
+        return used, used_probes
 
     # -- the throttling pause ----------------------------------------------------------------
 
@@ -817,6 +929,9 @@ class RedisStore:
         except _Down:
             with self._lock:
                 self._pending_pause = pause
+                wake = self._requeue()
+            if wake:
+                self._wake.set()
 
     # -- the end -----------------------------------------------------------------------------
 
