@@ -427,13 +427,37 @@ def test_degraded_admission_keeps_the_replicas_within_the_budget_together(
     clock.advance(1)
     got_a = sum(a.admit(send(f"a{i}", clock), 20, PERIOD, 4) for i in range(20))
     got_b = sum(b.admit(send(f"b{i}", clock), 20, PERIOD, 4) for i in range(20))
-    # (20 - 4 known - the other's pacing bucket of 2 it may have sent unseen) / 2 replicas
-    assert (got_a, got_b) == (6, 6)
+    # (20 - 4 known - 8 the other may send unseen: its pacing bucket of 2 and 180 s at 1/30 s)
+    # / 2 replicas
+    assert (got_a, got_b) == (4, 4)
     assert a.window(clock(), PERIOD)[0] >= 18, "nothing left for a"
     # a period after its last contact with Redis a stops: the others no longer keep its share
     clock.advance(PERIOD + 10)
     assert sum(a.admit(send(f"a{i}", clock), 20, PERIOD, 4) for i in range(20, 40)) == 0
     assert a.window(clock(), PERIOD)[0] == 20
+
+
+def test_a_replica_cut_off_alone_leaves_room_for_what_the_others_send_meanwhile(
+    make_store: Callable[..., RedisStore],
+    redis_server: RedisServer,  # noqa: F811
+    clock: FakeClock,
+) -> None:
+    """For three heartbeats the others count it alive and keep no share free for it."""
+    a, b = make_store("a"), make_store("b", config=redis_server.config(timeout=0.2))
+    assert sum(a.admit(send(i, clock), 10, PERIOD, 2) for i in range(5)) == 5
+    b.heartbeat()  # b knows the 5 sends
+    redis_server.freeze()
+    try:
+        b.get("t1")  # b alone loses Redis
+    finally:
+        redis_server.thaw()
+    got_b = sum(b.admit(send(f"b{i}", clock), 10, PERIOD, 2) for i in range(10))
+    got_a = 0
+    for step in (1.0, 59.0, 60.0, 59.0):  # a paced at its share, 1 a minute, b still alive
+        clock.advance(step)
+        got_a += a.admit(send(f"a{step}-{clock()}", clock), 10, PERIOD, 2)
+    assert got_a == 4
+    assert 5 + got_a + got_b <= 10, (got_a, got_b)
 
 
 def test_degraded_admission_counts_what_others_sent_since_the_last_snapshot(

@@ -23,9 +23,10 @@ are served and written from the local mirror, claims are local, and a send is ad
 local window under the rule `known + N x mine < requests`, where `known` bounds what counts in
 the shared window (its snapshot at the last heartbeat, this replica's own sends admitted through
 Redis, what the last admission's reply counted beyond those, and for each other replica a full
-pacing bucket plus its rate since the last contact, which it may have sent unseen), `mine` the
-sends this replica made since, and N the replicas it last saw alive. So the degraded replicas
-together stay within the budget, each spending at most its share. Two horizons keep that exact:
+pacing bucket plus its rate for the three heartbeats it still counts this replica alive: what it
+may send unseen), `mine` the sends this replica made since, and N the replicas it last saw alive.
+So the degraded replicas together stay within the budget, each spending at most its share. Two
+horizons keep that exact:
 - a replica cut off from Redis stops sending DEGRADED_PERIODS (one period) after its last
   contact (heartbeat or admission), and the replicas still connected keep the share of a replica
   they no longer see free until what it sent by then no longer counts (one period more and a
@@ -336,7 +337,6 @@ class RedisStore:
         self._seen = 0  # replicas alive at the last heartbeat (0: never reached Redis)
         self._started = clock()
         self._contact: float | None = None  # clock of the last heartbeat or admission reply
-        self._down_since = -math.inf  # clock of the first failure after that contact
         self._used = (0, -math.inf)  # sends counting in Redis at the last admission, and when
         self._deadline = 0.0  # the longest a send was admitted for (timeout + slack)
         self._requests = 0  # the budget of the last admission
@@ -456,8 +456,6 @@ class RedisStore:
     def _trip(self, exc: BaseException) -> None:
         reason = scrub_url(f"{type(exc).__name__}: {exc}", self.config)[:300]
         with self._lock:
-            if self._contact is not None and self._down_since < self._contact:
-                self._down_since = self._clock()
             self._up = False
             self._retry_at = self._monotonic() + self._retry
             self._reason = reason
@@ -811,8 +809,8 @@ class RedisStore:
         The shared window known: its snapshot at the last heartbeat, this replica's own sends
         admitted through Redis, the sends the last admission's reply counted beyond those (made
         by others since that heartbeat), and for each other replica a full pacing bucket plus
-        its rate since the last contact (what it may have admitted through Redis, unseen, before
-        Redis was lost to both).
+        its rate for three heartbeats (what it may admit through Redis, unseen, while it still
+        counts this replica alive).
         """
         horizon = now - period - self._skew
         known = {i: v for i, v in self._snapshot.items() if v[0] > horizon}
@@ -835,12 +833,15 @@ class RedisStore:
             seen += max(0, unseen)  # sent after the last heartbeat: they count until at most
             # the last admission + deadline + period
         extra = 0.0
-        gone = self._down_since if self._down_since >= (self._contact or math.inf) else now
-        if self._contact is not None and gone + self._deadline > horizon and requests:
+        # The others count this replica alive, so keep no share free for it, until three
+        # heartbeats after its last contact: until then they may send through Redis unseen
+        # (after that, what they send through Redis leaves this replica its share).
+        unseen_until = (self._contact or -math.inf) + 3 * self._heartbeat + self._skew
+        if requests and unseen_until + self._deadline > horizon:
             n = max(1, self._seen)
             share = requests / period / n
             bucket = min(requests, max(1, math.ceil(share * PACING_HORIZON)))
-            extra = (n - 1) * (bucket + share * max(0.0, gone - self._contact))
+            extra = (n - 1) * (bucket + share * (3 * self._heartbeat + self._skew))
         probes_known = float(sum(p for _, p in known.values()))
         return (seen + extra, probes_known + extra), (sends, probes)
 
