@@ -31,9 +31,9 @@ horizons keep that exact:
   contact (heartbeat or admission), and the replicas still connected keep the share of a replica
   they no longer see free until what it sent by then no longer counts (one period more and a
   deadline);
-- a replica that has never reached Redis sends nothing until a period and a deadline after it
-  started (it may be a restart during the outage, whose earlier sends still count), then
-  assumes it is one of UNKNOWN_REPLICAS.
+- a replica that has never reached Redis sends nothing (the others hold no share for a replica
+  they never saw, and it may be a restart during the outage whose earlier sends still count);
+  it serves what it has and starts sending at its first contact.
 When Redis answers again the replica pushes the sends it made meanwhile into the shared window
 (and the new ends of sends finished meanwhile) and writes back the states it got meanwhile (the
 newer `checked_at` wins). If Redis lost its data (a restart without persistence), every replica
@@ -791,13 +791,13 @@ class RedisStore:
     def _silenced(self, now: float, period: float) -> bool:
         """Whether this replica, cut off from Redis, may send nothing at `now` (lock held).
 
-        One that never reached Redis may have been restarted during the outage: what its earlier
-        life sent (before it started) counts until `deadline + period` after the start at most.
+        One that never reached Redis sends nothing: no replica holds a share for a replica it
+        never saw, and it may be a restart during the outage whose earlier sends still count.
         One that did reach Redis stops DEGRADED_PERIODS after its last contact: the others keep
         its share free for as long as what it sent until then may count (see _ADMIT).
         """
         if self._contact is None:
-            return now < self._started + self._deadline + period + self._skew
+            return True
         return now >= self._contact + DEGRADED_PERIODS * period
 
     def _local_counts(
