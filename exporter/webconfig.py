@@ -217,7 +217,8 @@ _DECOY_HASH = b"$2b$10$.AjQ2Y0/tZsVF2QkWd0ltuURJqJBAYbqt4XNvxVdEIxkEqLHIROXW"
 UNAUTHENTICATED_PATHS = frozenset({"/-/healthy", "/-/ready"})
 
 _TOP_KEYS = ("tls_server_config", "http_server_config", "rate_limit", "basic_auth_users")
-_TLS_KEYS = (
+# The TLS keys whose values are plain strings, then the others.
+_TLS_TEXT_KEYS = (
     "cert",
     "key",
     "client_ca",
@@ -225,6 +226,9 @@ _TLS_KEYS = (
     "key_file",
     "client_auth_type",
     "client_ca_file",
+)
+_TLS_KEYS = (
+    *_TLS_TEXT_KEYS,
     "cipher_suites",
     "curve_preferences",
     "min_version",
@@ -609,18 +613,7 @@ def _parse_tls(raw: yaml.Node | None, base: Path, problems: list[str]) -> TLSCon
         return None
     before = len(problems)
     _check_keys(fields, section, _TLS_KEYS, problems)
-    text = {
-        key: _string(fields.get(key), f"{section}.{key}", problems)
-        for key in (
-            "cert",
-            "key",
-            "client_ca",
-            "cert_file",
-            "key_file",
-            "client_auth_type",
-            "client_ca_file",
-        )
-    }
+    text = {key: _string(fields.get(key), f"{section}.{key}", problems) for key in _TLS_TEXT_KEYS}
 
     # Decoding errors come first and regardless of whether TLS ends up on, as in Go.
     suites = _names(fields, "cipher_suites", section, problems, _check_cipher)

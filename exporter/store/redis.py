@@ -78,7 +78,6 @@ log = logging.getLogger(__name__)
 HEARTBEAT = 2.5  # seconds between heartbeats (alive: seen within three of them)
 RETRY = 2.5  # seconds between attempts to reach Redis while it is down
 CLOCK_SKEW = 0.5  # how far replica clocks may disagree: each send counts this much longer
-UNKNOWN_REPLICAS = 2  # the share assumed by a replica that never reached Redis
 RETENTION = 3600.0  # sends are kept this long past their end (a reload may lengthen the period)
 FORGET_MARGIN = 60.0  # a caller's `now` may lag another admission's by this much
 # A replica cut off from Redis stops sending this many periods after its last contact, and the
@@ -777,7 +776,7 @@ class RedisStore:
             if self._silenced(send.sent, period):
                 return False
             known, mine = self._local_counts(send.sent, period, requests)
-            n = self._seen or UNKNOWN_REPLICAS
+            n = max(1, self._seen)  # never reached Redis: silenced anyway
             if known[0] + n * (mine[0] + 1) > requests + 1e-9:
                 return False
             if send.probe and known[1] + n * (mine[1] + 1) > probe_limit + 1e-9:
@@ -897,7 +896,7 @@ class RedisStore:
         with self._lock:
             requests = self._requests
             known, mine = self._local_counts(now, period, requests)
-            n = self._seen or UNKNOWN_REPLICAS
+            n = max(1, self._seen)  # never reached Redis: silenced anyway
             used = math.ceil(known[0] + n * mine[0] - 1e-9)
             used_probes = math.ceil(known[1] + n * mine[1] - 1e-9)
             if requests and self._silenced(now, period):
